@@ -1,0 +1,42 @@
+"""Neural graphs: parameter pytrees of MLPs/CNNs as ``jraph.GraphsTuple`` s, and back.
+
+The only part of l2o_jax that imports jraph.
+"""
+
+from l2o_jax.graphs.convert import batch_graphs
+from l2o_jax.graphs.convert import graph_to_params
+from l2o_jax.graphs.convert import params_to_graph
+from l2o_jax.graphs.convert import stack_trees
+from l2o_jax.graphs.convert import tree_to_graph_arrays
+from l2o_jax.graphs.spec import ACTIVATION_CATEGORIES
+from l2o_jax.graphs.spec import LAYER_KINDS
+from l2o_jax.graphs.spec import ROLE_HIDDEN
+from l2o_jax.graphs.spec import ROLE_INPUT
+from l2o_jax.graphs.spec import ROLE_OUTPUT
+from l2o_jax.graphs.spec import GraphSpec
+from l2o_jax.graphs.spec import LayerSpec
+from l2o_jax.graphs.spec import graph_spec
+from l2o_jax.graphs.symmetry import edge_permutation
+from l2o_jax.graphs.symmetry import node_permutation
+from l2o_jax.graphs.symmetry import permute_hidden_neurons
+from l2o_jax.graphs.symmetry import scale_hidden_neurons
+
+__all__ = [
+    "ACTIVATION_CATEGORIES",
+    "LAYER_KINDS",
+    "ROLE_HIDDEN",
+    "ROLE_INPUT",
+    "ROLE_OUTPUT",
+    "GraphSpec",
+    "LayerSpec",
+    "batch_graphs",
+    "edge_permutation",
+    "graph_spec",
+    "graph_to_params",
+    "node_permutation",
+    "params_to_graph",
+    "permute_hidden_neurons",
+    "scale_hidden_neurons",
+    "stack_trees",
+    "tree_to_graph_arrays",
+]

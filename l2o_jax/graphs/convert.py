@@ -1,0 +1,184 @@
+"""Per-step conversions between parameter pytrees and neural-graph arrays: reshapes, pads and slices only."""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import jax
+import jax.numpy as jnp
+import jraph
+import numpy as np
+
+from l2o_jax.graphs.spec import GraphSpec, graph_spec
+
+
+def _as_2d_spatial(kernel: jax.Array, layer) -> jax.Array:
+    """Gives every kernel the shape ``(kh, kw, in, out[, C])``; dense layers are 1x1."""
+    lead = 2 - len(layer.spatial)
+    return kernel.reshape((1,) * lead + kernel.shape)
+
+
+def _has_channels(leaves, spec: GraphSpec) -> bool:
+    first = leaves[spec.layers[0].kernel_leaf]
+    expected = spec.leaf_shapes[spec.layers[0].kernel_leaf]
+    if first.shape == expected:
+        return False
+    if first.shape[:-1] == expected:
+        return True
+    raise ValueError(f"params_to_graph: leaf {'/'.join(map(str, spec.leaf_paths[spec.layers[0].kernel_leaf]))!r} has "
+                     f"shape {first.shape}; expected {expected} or {expected} + (channels,).")
+
+
+def _check_structure(tree, spec: GraphSpec) -> list:
+    leaves, treedef = jax.tree_util.tree_flatten(tree)
+    if treedef != spec.treedef:
+        raise ValueError(f"params_to_graph: the pytree's structure {treedef} differs from the structure the "
+                         f"GraphSpec was built for {spec.treedef}.")
+    return leaves
+
+
+def tree_to_graph_arrays(tree, spec: GraphSpec) -> tuple[jax.Array, jax.Array]:
+    """Maps a parameter-shaped pytree to ``(edge_values, node_values)``.
+
+    Args:
+      tree: pytree with the structure of the spec's parameters. Leaves have the parameters' shapes, or those
+        shapes plus one trailing channel axis ``C`` (a stack of per-parameter features, see ``stack_trees``).
+      spec: the architecture's ``GraphSpec``.
+
+    Returns:
+      ``edge_values`` of shape ``(n_edge, kernel_size[, C])`` (conv kernels zero-padded, centred, to the
+      spec's window and flattened) and ``node_values`` of shape ``(n_node[, C])`` (biases; 0 for input
+      neurons and bias-free layers).
+
+    Example:
+      >>> edges, nodes = tree_to_graph_arrays(params, graph_spec(params))
+    """
+    leaves = _check_structure(tree, spec)
+    channels = _has_channels(leaves, spec)
+    extra = leaves[spec.layers[0].kernel_leaf].shape[-1:] if channels else ()
+    dtype = jnp.result_type(*[leaves[l.kernel_leaf] for l in spec.layers])
+    kh, kw = spec.window
+    edge_blocks, node_blocks = [], [jnp.zeros((spec.layers[0].fan_in,) + extra, dtype)]
+    for layer in spec.layers:
+        kernel = _as_2d_spatial(leaves[layer.kernel_leaf], layer)
+        h, w = kernel.shape[:2]
+        top, left = (kh - h) // 2, (kw - w) // 2
+        pad = [(top, kh - h - top), (left, kw - w - left), (0, 0), (0, 0)] + [(0, 0)] * len(extra)
+        kernel = jnp.pad(kernel.astype(dtype), pad)
+        kernel = jnp.moveaxis(kernel, (0, 1), (2, 3))  # (in, out, kh, kw[, C])
+        edge_blocks.append(kernel.reshape((layer.fan_in * layer.fan_out, kh * kw) + extra))
+        bias = leaves[layer.bias_leaf] if layer.bias_leaf is not None else jnp.zeros((layer.fan_out,) + extra)
+        node_blocks.append(bias.astype(dtype))
+    return jnp.concatenate(edge_blocks), jnp.concatenate(node_blocks)
+
+
+def graph_to_params(edge_values: jax.Array, node_values: jax.Array, spec: GraphSpec):
+    """Maps edge/node values back to a pytree with the parameters' structure and dtypes.
+
+    The exact inverse of ``tree_to_graph_arrays`` on the real (unpadded) kernel cells; values written to
+    padding cells and to input neurons are dropped.
+
+    Args:
+      edge_values: ``(n_edge, kernel_size[, C])``.
+      node_values: ``(n_node[, C])``.
+      spec: the architecture's ``GraphSpec``.
+
+    Returns:
+      A pytree like the parameters (leaves get the trailing ``C`` axis when the inputs have it).
+
+    Example:
+      >>> updates = graph_to_params(edge_out, node_out, spec)
+    """
+    extra = edge_values.shape[2:]
+    if edge_values.shape[:2] != (spec.n_edge, spec.kernel_size) or node_values.shape[:1] != (spec.n_node,):
+        raise ValueError(f"graph_to_params: got edges {edge_values.shape} and nodes {node_values.shape}, expected "
+                         f"({spec.n_edge}, {spec.kernel_size}, ...) and ({spec.n_node}, ...) for {spec}.")
+    kh, kw = spec.window
+    leaves = [None] * len(spec.leaf_shapes)
+    edge_off, node_off = spec.edge_offsets, spec.node_offsets
+    for l, layer in enumerate(spec.layers):
+        block = edge_values[edge_off[l]:edge_off[l + 1]].reshape((layer.fan_in, layer.fan_out, kh, kw) + extra)
+        block = jnp.moveaxis(block, (2, 3), (0, 1))
+        shape = spec.leaf_shapes[layer.kernel_leaf]
+        h, w = ((1,) * (2 - len(layer.spatial)) + layer.spatial) if layer.spatial else (1, 1)
+        top, left = (kh - h) // 2, (kw - w) // 2
+        block = block[top:top + h, left:left + w]
+        leaves[layer.kernel_leaf] = block.reshape(shape + extra).astype(spec.leaf_dtypes[layer.kernel_leaf])
+        if layer.bias_leaf is not None:
+            bias = node_values[node_off[l + 1]:node_off[l + 2]]
+            leaves[layer.bias_leaf] = bias.astype(spec.leaf_dtypes[layer.bias_leaf])
+    return jax.tree_util.tree_unflatten(spec.treedef, leaves)
+
+
+def stack_trees(trees: Sequence) -> object:
+    """Stacks pytrees of the same structure along a new trailing channel axis.
+
+    Example:
+      >>> features = stack_trees([params, grads, momentum])   # leaves: param.shape + (3,)
+    """
+    return jax.tree.map(lambda *xs: jnp.stack(xs, axis=-1), *trees)
+
+
+def params_to_graph(params, spec: GraphSpec | None = None) -> jraph.GraphsTuple:
+    """Turns a parameter pytree (or a channel stack of per-parameter features) into a neural graph.
+
+    Args:
+      params: the parameters, or a pytree whose leaves carry a trailing channel axis (``stack_trees``).
+      spec: the architecture's ``GraphSpec``; inferred with ``graph_spec(params)`` when omitted (only
+        possible for a plain parameter tree).
+
+    Returns:
+      A single-graph ``jraph.GraphsTuple`` with
+        ``nodes = {'features': (n_node[, C]), 'layer', 'role', 'position', 'activation': int32[n_node]}``,
+        ``edges = {'features': (n_edge, kernel_size[, C]), 'layer', 'kind': int32[n_edge],
+        'kernel_mask': bool[n_edge, kernel_size]}``, static ``senders``/``receivers`` and
+        ``n_node``/``n_edge`` of shape ``(1,)``.
+
+    Example:
+      >>> graph = params_to_graph(params)
+      >>> graph.n_edge   # sum over layers of fan_in * fan_out
+    """
+    spec = graph_spec(params) if spec is None else spec
+    edge_values, node_values = tree_to_graph_arrays(params, spec)
+    return jraph.GraphsTuple(
+        nodes={"features": node_values, "layer": spec.node_layer, "role": spec.node_role,
+               "position": spec.node_position, "activation": spec.node_activation},
+        edges={"features": edge_values, "layer": spec.edge_layer, "kind": spec.edge_kind,
+               "kernel_mask": spec.edge_kernel_mask},
+        senders=spec.senders, receivers=spec.receivers,
+        n_node=np.array([spec.n_node]), n_edge=np.array([spec.n_edge]), globals=None)
+
+
+def batch_graphs(graphs: Sequence[jraph.GraphsTuple], *, n_node: int, n_edge: int, n_graph: int | None = None
+                 ) -> tuple[jraph.GraphsTuple, dict[str, jax.Array]]:
+    """Batches neural graphs of different architectures into one padded ``GraphsTuple`` of static size.
+
+    Graphs must share the edge-feature shape (build their specs with the same ``window``). Padding follows
+    jraph's convention: one extra graph holds the padding nodes and edges.
+
+    Args:
+      graphs: single graphs from ``params_to_graph``.
+      n_node, n_edge: static budgets, larger than the totals (at least one padding node is needed).
+      n_graph: static graph budget; default ``len(graphs) + 1``.
+
+    Returns:
+      ``(padded_graph, masks)`` with boolean ``masks['node']``, ``masks['edge']``, ``masks['graph']``.
+
+    Example:
+      >>> batched, masks = batch_graphs([g1, g2], n_node=512, n_edge=8192)
+    """
+    shapes = {g.edges["features"].shape[1:] for g in graphs}
+    if len(shapes) != 1:
+        raise ValueError(f"batch_graphs: edge features differ in shape {sorted(shapes)}; build every spec with "
+                         "the same window=(h, w).")
+    n_graph = len(graphs) + 1 if n_graph is None else n_graph
+    total_nodes = sum(int(g.n_node.sum()) for g in graphs)
+    total_edges = sum(int(g.n_edge.sum()) for g in graphs)
+    if total_nodes >= n_node or total_edges > n_edge or len(graphs) >= n_graph:
+        raise ValueError(f"batch_graphs: budgets n_node={n_node}, n_edge={n_edge}, n_graph={n_graph} are too "
+                         f"small for {len(graphs)} graphs with {total_nodes} nodes and {total_edges} edges "
+                         "(one padding node and graph are needed).")
+    padded = jraph.pad_with_graphs(jraph.batch(list(graphs)), n_node=n_node, n_edge=n_edge, n_graph=n_graph)
+    masks = {"node": jraph.get_node_padding_mask(padded), "edge": jraph.get_edge_padding_mask(padded),
+             "graph": jraph.get_graph_padding_mask(padded)}
+    return padded, masks

@@ -1,0 +1,326 @@
+"""Static structure of a neural graph, inferred once per architecture from a parameter pytree.
+
+A feed-forward MLP or CNN with layer widths d_0 (inputs), d_1, ..., d_L becomes a graph with one node per
+neuron (input neurons included, conv channels as neurons) and one edge per (input neuron, output neuron)
+pair of each layer. Everything here is numpy, computed at trace time; nothing runs per step.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from typing import Any, Sequence
+
+import jax
+import numpy as np
+
+#: Roles of a neuron; hidden neurons of one layer are interchangeable, inputs and outputs are not.
+ROLE_INPUT, ROLE_HIDDEN, ROLE_OUTPUT = 0, 1, 2
+#: Activation categories understood by the meta-networks (index = category id).
+ACTIVATION_CATEGORIES = ("linear", "relu", "tanh", "gelu", "sigmoid", "swish", "other")
+LAYER_KINDS = ("dense", "conv")
+
+
+@dataclasses.dataclass(frozen=True)
+class LayerSpec:
+    """One parameterised layer: where its leaves live and how it connects.
+
+    Attributes:
+      path: the layer's path in the pytree (tuple of keys), e.g. ``('params', 'Conv_0')``.
+      kernel_leaf: index of the kernel among the flattened leaves.
+      bias_leaf: index of the bias leaf, or ``None`` for a layer without bias.
+      kind: ``'dense'`` (kernel ``(in, out)``) or ``'conv'`` (kernel ``(*spatial, in, out)``).
+      fan_in, fan_out: neurons of the previous / this layer.
+      spatial: the kernel's spatial shape, ``()`` for dense layers.
+      activation: name of the activation applied after this layer.
+    """
+
+    path: tuple
+    kernel_leaf: int
+    bias_leaf: int | None
+    kind: str
+    fan_in: int
+    fan_out: int
+    spatial: tuple[int, ...]
+    activation: str
+
+    @property
+    def name(self) -> str:
+        return path_to_str(self.path)
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class GraphSpec:
+    """The static graph of one architecture.
+
+    Node ``i`` is a neuron; nodes are laid out layer by layer (inputs first). Edge ``e`` of layer ``l``
+    connects input neuron ``a`` to output neuron ``b`` and sits at ``edge_offsets[l] + a * fan_out + b``,
+    which is the row-major order of the kernel's ``(in, out)`` axes. Conv kernels are zero-padded,
+    centred, to ``window`` and flattened, so every edge carries ``kernel_size = prod(window)`` values.
+
+    Attributes:
+      layers: the layers in forward order.
+      treedef, leaf_shapes, leaf_dtypes, leaf_paths: of the parameter pytree (for the way back).
+      window: the common 2-D padding window ``(h, w)``; dense layers use the centre cell only.
+      senders, receivers: ``int32[n_edge]``.
+      node_layer: ``int32[n_node]`` layer index of each neuron (0 = inputs).
+      node_role: ``int32[n_node]`` one of ROLE_INPUT / ROLE_HIDDEN / ROLE_OUTPUT.
+      node_position: ``int32[n_node]`` index of an input/output neuron within its layer, -1 for hidden.
+      node_activation: ``int32[n_node]`` activation category of the neuron (inputs: 'linear').
+      edge_layer: ``int32[n_edge]`` layer index (1-based like the receiving neurons).
+      edge_kind: ``int32[n_edge]`` index into LAYER_KINDS.
+      kernel_mask: ``bool[n_layers, kernel_size]`` which window cells hold real kernel values per layer.
+    """
+
+    layers: tuple[LayerSpec, ...]
+    treedef: Any
+    leaf_shapes: tuple[tuple[int, ...], ...]
+    leaf_dtypes: tuple[Any, ...]
+    leaf_paths: tuple[tuple, ...]
+    window: tuple[int, int]
+    senders: np.ndarray
+    receivers: np.ndarray
+    node_layer: np.ndarray
+    node_role: np.ndarray
+    node_position: np.ndarray
+    node_activation: np.ndarray
+    edge_layer: np.ndarray
+    edge_kind: np.ndarray
+    kernel_mask: np.ndarray
+
+    @property
+    def widths(self) -> tuple[int, ...]:
+        """Neurons per layer, inputs first: ``(d_0, d_1, ..., d_L)``."""
+        return (self.layers[0].fan_in,) + tuple(layer.fan_out for layer in self.layers)
+
+    @property
+    def n_node(self) -> int:
+        return int(sum(self.widths))
+
+    @property
+    def n_edge(self) -> int:
+        return int(sum(layer.fan_in * layer.fan_out for layer in self.layers))
+
+    @property
+    def kernel_size(self) -> int:
+        return int(self.window[0] * self.window[1])
+
+    @property
+    def node_offsets(self) -> np.ndarray:
+        """First node id of each layer (inputs = layer 0), plus the total at the end."""
+        return np.concatenate([[0], np.cumsum(self.widths)]).astype(np.int64)
+
+    @property
+    def edge_offsets(self) -> np.ndarray:
+        """First edge id of each parameterised layer, plus the total at the end."""
+        sizes = [layer.fan_in * layer.fan_out for layer in self.layers]
+        return np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
+
+    @property
+    def edge_kernel_mask(self) -> np.ndarray:
+        """``bool[n_edge, kernel_size]``: real (not padding) kernel cells of every edge."""
+        return self.kernel_mask[self.edge_layer - 1]
+
+    @property
+    def num_params(self) -> int:
+        return int(sum(np.prod(s) for s in self.leaf_shapes))
+
+    def __repr__(self) -> str:
+        return (f"GraphSpec(widths={self.widths}, n_node={self.n_node}, n_edge={self.n_edge}, "
+                f"window={self.window}, layers={[layer.name for layer in self.layers]})")
+
+
+def path_to_str(path: Sequence) -> str:
+    """Human-readable form of a pytree path, e.g. ``params/Conv_0/kernel``."""
+    return "/".join(str(k) for k in path)
+
+
+def _key_name(key) -> Any:
+    for attr in ("key", "name", "idx"):
+        if hasattr(key, attr):
+            return getattr(key, attr)
+    return str(key)
+
+
+def _strip_variable_value(path: tuple) -> tuple:
+    """NNX states end a parameter's path in the Variable's ``value`` attribute; the layer path is before it."""
+    return path[:-1] if len(path) > 1 and path[-1] == "value" else path
+
+
+def _natural_key(path: tuple) -> tuple:
+    """Sort key that orders ``Dense_2`` before ``Dense_10`` and list index 2 before 10."""
+    parts = []
+    for k in path:
+        for chunk in re.split(r"(\d+)", str(k)):
+            if chunk:
+                parts.append((0, int(chunk), "") if chunk.isdigit() else (1, 0, chunk))
+    return tuple(parts)
+
+
+def _category(activation: str) -> int:
+    name = activation.lower()
+    return ACTIVATION_CATEGORIES.index(name) if name in ACTIVATION_CATEGORIES else len(ACTIVATION_CATEGORIES) - 1
+
+
+def _group_layers(paths: list[tuple], shapes: list[tuple]) -> dict[tuple, dict[str, int]]:
+    """Group leaves into layers by their parent path; every layer needs a 'kernel' leaf."""
+    groups: dict[tuple, dict[str, int]] = {}
+    for i, (path, shape) in enumerate(zip(paths, shapes)):
+        leaf = path[-1]
+        if leaf not in ("kernel", "bias"):
+            raise ValueError(
+                f"graph_spec: unsupported parameter {path_to_str(path)!r} with shape {shape}: only 'kernel' and "
+                "'bias' leaves of Dense/Conv layers can be read (normalisation scales, embeddings and the like "
+                "are not part of a neural graph).")
+        groups.setdefault(path[:-1], {})[leaf] = i
+    for parent, leaves in groups.items():
+        if "kernel" not in leaves:
+            raise ValueError(f"graph_spec: layer {path_to_str(parent)!r} has a bias but no kernel.")
+    return groups
+
+
+def _layer_from_shapes(parent: tuple, leaves: dict[str, int], shapes: list[tuple], activation: str) -> LayerSpec:
+    kernel_shape = shapes[leaves["kernel"]]
+    where = path_to_str(parent + ("kernel",))
+    if len(kernel_shape) == 2:
+        kind, spatial = "dense", ()
+    elif len(kernel_shape) in (3, 4):
+        kind, spatial = "conv", tuple(kernel_shape[:-2])
+    else:
+        raise ValueError(
+            f"graph_spec: kernel {where!r} has shape {kernel_shape}; supported are dense (in, out) and 1-D/2-D "
+            "conv kernels (k, in, out) / (kh, kw, in, out).")
+    fan_in, fan_out = kernel_shape[-2:]
+    bias = leaves.get("bias")
+    if bias is not None and shapes[bias] != (fan_out,):
+        raise ValueError(f"graph_spec: bias {path_to_str(parent + ('bias',))!r} has shape {shapes[bias]}, "
+                         f"expected ({fan_out},) to match kernel {where!r} of shape {kernel_shape}.")
+    return LayerSpec(path=parent, kernel_leaf=leaves["kernel"], bias_leaf=bias, kind=kind,
+                     fan_in=int(fan_in), fan_out=int(fan_out), spatial=spatial, activation=activation)
+
+
+def _resolve_activations(activations, n_layers: int) -> tuple[str, ...]:
+    if activations is None:
+        return ("relu",) * (n_layers - 1) + ("linear",)
+    if isinstance(activations, str):
+        return (activations,) * (n_layers - 1) + ("linear",)
+    activations = tuple(activations)
+    if len(activations) != n_layers:
+        raise ValueError(f"graph_spec: got {len(activations)} activations for {n_layers} layers.")
+    return activations
+
+
+def _window(layers: Sequence[LayerSpec], window) -> tuple[int, int]:
+    as_2d = [(1,) * (2 - len(l.spatial)) + l.spatial if l.spatial else (1, 1) for l in layers]
+    needed = (max(s[0] for s in as_2d), max(s[1] for s in as_2d))
+    if window is None:
+        return needed
+    window = tuple(int(w) for w in window)
+    if len(window) != 2 or window[0] < needed[0] or window[1] < needed[1]:
+        big = [l.name for l, s in zip(layers, as_2d) if s[0] > window[0] or s[1] > window[1]]
+        raise ValueError(f"graph_spec: kernel window {window} is smaller than the kernels of layers {big} "
+                         f"(need at least {needed}).")
+    return window
+
+
+def _kernel_mask(layer: LayerSpec, window: tuple[int, int]) -> np.ndarray:
+    spatial = (1,) * (2 - len(layer.spatial)) + layer.spatial if layer.spatial else (1, 1)
+    mask = np.zeros(window, bool)
+    top, left = (window[0] - spatial[0]) // 2, (window[1] - spatial[1]) // 2
+    mask[top:top + spatial[0], left:left + spatial[1]] = True
+    return mask.reshape(-1)
+
+
+def _check_chaining(layers: Sequence[LayerSpec]) -> None:
+    for prev, layer in zip(layers, layers[1:]):
+        if prev.fan_out != layer.fan_in:
+            raise ValueError(
+                f"graph_spec: layer {layer.name!r} takes {layer.fan_in} inputs but the layer before it, "
+                f"{prev.name!r}, has {prev.fan_out} outputs. Pass order=[...] with the layer paths in forward "
+                "order if the natural order of the names is not the forward order.")
+        if prev.kind == "dense" and layer.kind == "conv":
+            raise ValueError(f"graph_spec: conv layer {layer.name!r} follows dense layer {prev.name!r}; only "
+                             "conv layers followed by (global pooling and) dense layers are supported.")
+
+
+def _order_layers(groups: dict, order) -> list[tuple]:
+    if order is None:
+        return sorted(groups, key=_natural_key)
+    by_name = {path_to_str(p): p for p in groups}
+    wanted = [path_to_str(o) if not isinstance(o, str) else o for o in order]
+    unknown = [w for w in wanted if w not in by_name]
+    missing = [n for n in by_name if n not in wanted]
+    if unknown or missing:
+        raise ValueError(f"graph_spec: order= names unknown layers {unknown} and leaves out {missing}; "
+                         f"the layers are {sorted(by_name)}.")
+    return [by_name[w] for w in wanted]
+
+
+def graph_spec(params, *, activations=None, order=None, window=None) -> GraphSpec:
+    """Infers the neural graph of an MLP or CNN from its parameter pytree.
+
+    Args:
+      params: Flax Linen variables (``{'params': {'Dense_0': {'kernel', 'bias'}, ...}}``), a Flax NNX
+        ``nnx.State`` of ``nnx.Param`` s, or any pytree whose leaves are named ``kernel`` / ``bias``. Only
+        shapes are read (arrays, tracers and ``jax.ShapeDtypeStruct`` all work).
+      activations: one name for all hidden layers, or one name per layer (last usually ``'linear'``).
+        Default: ReLU between layers, linear output.
+      order: layer paths (``'params/Conv_0'`` strings or key tuples) in forward order. Default: the natural
+        order of the paths (``Dense_2`` before ``Dense_10``), checked by shape chaining.
+      window: 2-D ``(h, w)`` window conv kernels are padded to; default the largest kernel in the network.
+        Fix it to make networks with different kernel sizes share edge-feature shapes.
+
+    Returns:
+      The static ``GraphSpec``.
+
+    Raises:
+      ValueError: naming the parameter path, for leaves other than kernel/bias, kernels that are neither
+        dense nor 1-D/2-D conv, biases that do not fit their kernel, or layers that do not chain.
+
+    Example:
+      >>> import jax, flax.linen as nn
+      >>> params = nn.Dense(3).init(jax.random.key(0), jax.numpy.ones((1, 4)))
+      >>> graph_spec(params).widths
+      (4, 3)
+    """
+    flat, treedef = jax.tree_util.tree_flatten_with_path(params)
+    if not flat:
+        raise ValueError("graph_spec: the parameter pytree has no leaves.")
+    paths = [_strip_variable_value(tuple(_key_name(k) for k in path)) for path, _ in flat]
+    shapes = [tuple(int(d) for d in leaf.shape) for _, leaf in flat]
+    dtypes = tuple(np.dtype(leaf.dtype) for _, leaf in flat)
+    groups = _group_layers(paths, shapes)
+    ordered = _order_layers(groups, order)
+    names = _resolve_activations(activations, len(ordered))
+    layers = tuple(_layer_from_shapes(p, groups[p], shapes, a) for p, a in zip(ordered, names))
+    _check_chaining(layers)
+    window = _window(layers, window)
+    return _build_spec(layers, treedef, tuple(shapes), dtypes, tuple(paths), window)
+
+
+def _build_spec(layers, treedef, shapes, dtypes, paths, window) -> GraphSpec:
+    widths = (layers[0].fan_in,) + tuple(layer.fan_out for layer in layers)
+    offsets = np.concatenate([[0], np.cumsum(widths)])
+    n_layers = len(layers)
+    senders, receivers, edge_layer, edge_kind = [], [], [], []
+    for l, layer in enumerate(layers, start=1):
+        src = offsets[l - 1] + np.arange(layer.fan_in)
+        dst = offsets[l] + np.arange(layer.fan_out)
+        senders.append(np.repeat(src, layer.fan_out))
+        receivers.append(np.tile(dst, layer.fan_in))
+        edge_layer.append(np.full(layer.fan_in * layer.fan_out, l))
+        edge_kind.append(np.full(layer.fan_in * layer.fan_out, LAYER_KINDS.index(layer.kind)))
+    node_layer = np.concatenate([np.full(w, l) for l, w in enumerate(widths)])
+    role = np.full(len(node_layer), ROLE_HIDDEN)
+    role[node_layer == 0] = ROLE_INPUT
+    role[node_layer == n_layers] = ROLE_OUTPUT
+    position = np.concatenate([np.arange(w) if l in (0, n_layers) else np.full(w, -1) for l, w in enumerate(widths)])
+    node_act = np.concatenate([np.full(widths[0], _category("linear"))] +
+                              [np.full(layer.fan_out, _category(layer.activation)) for layer in layers])
+    as_i32 = lambda parts: np.concatenate(parts).astype(np.int32)
+    return GraphSpec(
+        layers=layers, treedef=treedef, leaf_shapes=shapes, leaf_dtypes=dtypes, leaf_paths=paths, window=window,
+        senders=as_i32(senders), receivers=as_i32(receivers), node_layer=node_layer.astype(np.int32),
+        node_role=role.astype(np.int32), node_position=position.astype(np.int32),
+        node_activation=node_act.astype(np.int32), edge_layer=as_i32(edge_layer), edge_kind=as_i32(edge_kind),
+        kernel_mask=np.stack([_kernel_mask(layer, window) for layer in layers]))

@@ -1,0 +1,86 @@
+"""Function-preserving transformations of a network's hidden neurons: permutations and rescalings.
+
+They act on parameter pytrees through the ``GraphSpec`` and are what the equivariance tests (and users
+checking their own meta-networks) apply.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from l2o_jax.graphs.spec import GraphSpec
+
+
+def _hidden_layer(spec: GraphSpec, layer: int) -> None:
+    if not 1 <= layer < len(spec.layers):
+        raise ValueError(f"hidden layer index must be in [1, {len(spec.layers) - 1}] for {spec}, got {layer}: "
+                         "input and output neurons are not interchangeable.")
+
+
+def _transform_hidden(params, spec: GraphSpec, layer: int, out_fn, in_fn):
+    _hidden_layer(spec, layer)
+    leaves = list(jax.tree_util.tree_leaves(params))
+    producer, consumer = spec.layers[layer - 1], spec.layers[layer]
+    leaves[producer.kernel_leaf] = out_fn(leaves[producer.kernel_leaf], -1)
+    if producer.bias_leaf is not None:
+        leaves[producer.bias_leaf] = out_fn(leaves[producer.bias_leaf], 0)
+    leaves[consumer.kernel_leaf] = in_fn(leaves[consumer.kernel_leaf], -2)
+    return jax.tree_util.tree_unflatten(spec.treedef, leaves)
+
+
+def permute_hidden_neurons(params, spec: GraphSpec, layer: int, perm) -> object:
+    """Permutes the neurons of hidden layer ``layer`` (1-based) consistently in both adjacent layers.
+
+    The network computes the same function afterwards. Works on any pytree with the parameters'
+    structure (gradients, momenta, updates).
+
+    Example:
+      >>> permuted = permute_hidden_neurons(params, spec, 1, np.random.permutation(spec.widths[1]))
+    """
+    perm = np.asarray(perm)
+    take = lambda x, axis: jnp.take(x, perm, axis=axis)
+    return _transform_hidden(params, spec, layer, take, take)
+
+
+def scale_hidden_neurons(params, spec: GraphSpec, layer: int, scale) -> object:
+    """Scales neuron j of hidden layer ``layer``: incoming weights and bias by ``scale[j]``, outgoing by 1/``scale[j]``.
+
+    For ReLU (and other positively homogeneous activations) with ``scale > 0``, and for odd activations
+    such as tanh with ``scale`` in {-1, +1}, the network's function is unchanged.
+
+    Example:
+      >>> rescaled = scale_hidden_neurons(params, spec, 1, jnp.full(spec.widths[1], 2.0))
+    """
+    scale = jnp.asarray(scale)
+    return _transform_hidden(params, spec, layer, lambda x, axis: jnp.moveaxis(jnp.moveaxis(x, axis, -1) * scale, -1, axis),
+                             lambda x, axis: jnp.moveaxis(jnp.moveaxis(x, axis, -1) / scale, -1, axis))
+
+
+def node_permutation(spec: GraphSpec, layer: int, perm) -> np.ndarray:
+    """The node relabelling that goes with ``permute_hidden_neurons(params, spec, layer, perm)``.
+
+    Returns ``p`` such that the permuted network's graph has ``nodes_permuted = nodes[p]``.
+
+    Example:
+      >>> p = node_permutation(spec, 1, perm)
+    """
+    _hidden_layer(spec, layer)
+    p = np.arange(spec.n_node)
+    start = spec.node_offsets[layer]
+    p[start:start + len(perm)] = start + np.asarray(perm)
+    return p
+
+
+def edge_permutation(spec: GraphSpec, layer: int, perm) -> np.ndarray:
+    """The edge reordering that goes with ``node_permutation``: ``edges_permuted = edges[q]``.
+
+    Example:
+      >>> q = edge_permutation(spec, 1, perm)
+    """
+    p = node_permutation(spec, layer, perm)
+    l = spec.edge_layer - 1
+    fan_out = np.array([x.fan_out for x in spec.layers])[l]
+    return (spec.edge_offsets[l] + (p[spec.senders] - spec.node_offsets[l]) * fan_out
+            + p[spec.receivers] - spec.node_offsets[l + 1])
