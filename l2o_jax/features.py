@@ -1,0 +1,157 @@
+"""Per-parameter and global input features of learned optimizers.
+
+Per parameter (as in Andrychowicz et al. 2016 and Kofinas et al. 2024): the parameter's value, its gradient,
+the gradient's log/sign preprocessing, and momenta at several timescales, normalised by a running second
+moment so the features do not depend on the gradient's scale. Global: an embedding of the step count and the
+loss value when the caller passes it (optax's ``value`` extra argument).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+
+@dataclasses.dataclass(frozen=True)
+class FeatureConfig:
+    """What a learned optimizer sees.
+
+    Attributes:
+      betas: momentum timescales (seed 000: 0.5, 0.9, 0.99, 0.999, 0.9999).
+      second_moment_beta: decay of the running mean of g^2 that normalises gradient and momenta.
+      log_sign_p: the constant p of the log/sign gradient preprocessing (Andrychowicz et al.: 10).
+      normalize: divide gradient and momenta by sqrt of the second moment (per parameter); without it the raw
+        values are fed (then the meta-network must cope with the gradients' scale itself).
+      step_timescales: the step count enters as tanh(t / s) for each s.
+      eps: added under the square root of the second moment.
+    """
+
+    betas: tuple[float, ...] = (0.5, 0.9, 0.99, 0.999, 0.9999)
+    second_moment_beta: float = 0.999
+    log_sign_p: float = 10.0
+    normalize: bool = True
+    step_timescales: tuple[float, ...] = (1, 3, 10, 30, 100, 300, 1000, 3000, 10000)
+    eps: float = 1e-8
+
+    @property
+    def num_parameter_features(self) -> int:
+        """Channels per parameter: value, gradient, log|g|, sign g, normalised g, one per momentum."""
+        return 5 + len(self.betas)
+
+    @property
+    def num_global_features(self) -> int:
+        """Step embedding plus (log loss, has-loss flag)."""
+        return len(self.step_timescales) + 2
+
+
+class FeatureState(NamedTuple):
+    """Running statistics behind the features; leaves have the parameters' shapes (momenta: + (len(betas),))."""
+
+    count: jax.Array
+    momenta: object
+    second_moment: object
+
+
+def init_feature_state(params, config: FeatureConfig) -> FeatureState:
+    """Zero momenta and second moment for ``params``.
+
+    Example:
+      >>> state = init_feature_state(params, FeatureConfig())
+    """
+    nb = len(config.betas)
+    return FeatureState(
+        count=jnp.zeros([], jnp.int32),
+        momenta=jax.tree.map(lambda p: jnp.zeros(p.shape + (nb,), jnp.float32), params),
+        second_moment=jax.tree.map(lambda p: jnp.zeros(p.shape, jnp.float32), params))
+
+
+def update_feature_state(state: FeatureState, grads, config: FeatureConfig) -> FeatureState:
+    """Folds this step's gradients into the momenta and second moment.
+
+    Example:
+      >>> state = update_feature_state(state, grads, config)
+    """
+    betas = jnp.asarray(config.betas, jnp.float32)
+    b2 = config.second_moment_beta
+
+    def momentum(m, g):
+        return betas * m + (1.0 - betas) * g.astype(jnp.float32)[..., None]
+
+    def second(v, g):
+        return b2 * v + (1.0 - b2) * jnp.square(g.astype(jnp.float32))
+
+    return FeatureState(count=state.count + 1, momenta=jax.tree.map(momentum, state.momenta, grads),
+                        second_moment=jax.tree.map(second, state.second_moment, grads))
+
+
+def log_sign(g: jax.Array, p: float) -> tuple[jax.Array, jax.Array]:
+    """Andrychowicz et al. (2016) gradient preprocessing: (log|g|/p, sign g), or (-1, e^p g) for tiny |g|.
+
+    Example:
+      >>> log_sign(jnp.array([1e-6, 0.5]), 10.0)
+    """
+    big = jnp.abs(g) >= jnp.exp(-p)
+    safe = jnp.where(big, jnp.abs(g), 1.0)
+    return jnp.where(big, jnp.log(safe) / p, -1.0), jnp.where(big, jnp.sign(g), jnp.exp(p) * g)
+
+
+def _bias_corrected_rms(state: FeatureState, v, config: FeatureConfig):
+    correction = 1.0 - config.second_moment_beta ** state.count.astype(jnp.float32)
+    return jnp.sqrt(v / jnp.maximum(correction, 1e-12)) + config.eps
+
+
+def adam_direction(state: FeatureState, config: FeatureConfig, beta_index: int = 1):
+    """Bias-corrected ``m / sqrt(v)`` with the momentum at ``betas[beta_index]`` (0.9 by default): Adam's step.
+
+    Example:
+      >>> direction = adam_direction(state, config)
+    """
+    beta = config.betas[beta_index]
+    correction = 1.0 - beta ** state.count.astype(jnp.float32)
+
+    def direction(m, v):
+        return m[..., beta_index] / jnp.maximum(correction, 1e-12) / _bias_corrected_rms(state, v, config)
+
+    return jax.tree.map(direction, state.momenta, state.second_moment)
+
+
+def parameter_features(params, grads, state: FeatureState, config: FeatureConfig):
+    """The per-parameter feature stack: a pytree like ``params`` whose leaves gain a trailing channel axis.
+
+    ``state`` must already include ``grads`` (call ``update_feature_state`` first).
+
+    Returns:
+      A pytree with leaves of shape ``param.shape + (config.num_parameter_features,)``, float32.
+
+    Example:
+      >>> feats = parameter_features(params, grads, state, FeatureConfig())
+    """
+
+    def per_leaf(p, g, m, v):
+        g = g.astype(jnp.float32)
+        scale = _bias_corrected_rms(state, v, config) if config.normalize else 1.0
+        log_g, sign_g = log_sign(g, config.log_sign_p)
+        channels = [p.astype(jnp.float32), g, log_g, sign_g, g / scale]
+        return jnp.concatenate([jnp.stack(channels, -1), m / jnp.asarray(scale)[..., None]], -1)
+
+    return jax.tree.map(per_leaf, params, grads, state.momenta, state.second_moment)
+
+
+def global_features(count: jax.Array, value, config: FeatureConfig) -> jax.Array:
+    """Step embedding and loss features, shape ``(config.num_global_features,)``.
+
+    Example:
+      >>> global_features(jnp.asarray(10), None, FeatureConfig()).shape
+      (11,)
+    """
+    t = count.astype(jnp.float32)
+    steps = jnp.tanh(t / jnp.asarray(config.step_timescales, jnp.float32))
+    if value is None:
+        loss = jnp.zeros((2,), jnp.float32)
+    else:
+        value = jnp.asarray(value, jnp.float32)
+        loss = jnp.stack([jnp.log1p(jnp.maximum(value, 0.0)), jnp.ones([], jnp.float32)])
+    return jnp.concatenate([steps, loss])

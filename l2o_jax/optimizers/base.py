@@ -1,0 +1,239 @@
+"""What every learned optimizer shares: meta-parameters that carry their config, the optax transform, the output.
+
+A learned optimizer family is a frozen dataclass (its config) that builds a Flax meta-network. The network
+maps a per-parameter feature pytree (``l2o_jax.features``) to two channels per parameter, a *direction* and a
+*log-magnitude*; the step is
+
+    update = -lr * exp(b * tanh(magnitude / b)) * (base + direction)
+
+where ``lr = exp(log_lr)`` is itself a meta-parameter and ``base`` is Adam's direction ``m / sqrt(v)`` (or 0).
+The network's last layer starts near zero, so at initialisation every learned optimizer makes a finite,
+small, descent step (Adam's at ``init_lr``) and meta-training learns how to depart from it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, NamedTuple
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from flax import struct
+
+from l2o_jax.features import FeatureConfig
+from l2o_jax.features import FeatureState
+from l2o_jax.features import adam_direction
+from l2o_jax.features import global_features
+from l2o_jax.features import init_feature_state
+from l2o_jax.features import parameter_features
+from l2o_jax.features import update_feature_state
+
+
+@struct.dataclass
+class MetaParams:
+    """The trainable arrays of a learned optimizer, with its config as static pytree metadata.
+
+    ``jax.grad``, ``jax.vmap`` and ES perturbations act on ``arrays`` alone; ``config`` rides along, so
+    ``graph_l2o(meta_params)`` needs nothing else.
+
+    Attributes:
+      arrays: ``{'net': <Flax params of the meta-network>, 'log_lr': scalar}``.
+      config: the learned optimizer's frozen config (e.g. ``GraphL2O(...)``).
+    """
+
+    arrays: Any
+    config: Any = struct.field(pytree_node=False)
+
+    def transform(self, **options) -> optax.GradientTransformationExtraArgs:
+        """Shorthand for ``self.config.transform(self, **options)``."""
+        return self.config.transform(self, **options)
+
+    @property
+    def num_parameters(self) -> int:
+        return int(sum(np.prod(x.shape) for x in jax.tree.leaves(self.arrays)))
+
+
+@dataclasses.dataclass(frozen=True)
+class OutputConfig:
+    """How the meta-network's two output channels become a step.
+
+    Attributes:
+      base: ``'adam'`` adds Adam's bias-corrected direction (the network learns a residual on it);
+        ``'none'`` makes the network's direction the whole step.
+      init_lr: initial ``lr = exp(log_lr)``; the step size a freshly initialised optimizer takes.
+      magnitude_bound: ``b`` above: the network can scale a parameter's step by at most e^b either way.
+      output_init_scale: standard deviation of the output layer's initial weights (small, not zero, so
+        meta-gradients reach every meta-parameter from the first step).
+    """
+
+    base: str = "adam"
+    init_lr: float = 1e-3
+    magnitude_bound: float = 3.0
+    output_init_scale: float = 1e-3
+
+    def __post_init__(self):
+        if self.base not in ("adam", "none"):
+            raise ValueError(f"OutputConfig.base must be 'adam' or 'none', got {self.base!r}.")
+        if not self.init_lr > 0:
+            raise ValueError(f"OutputConfig.init_lr must be positive, got {self.init_lr}.")
+
+
+def output_head(features: int, config: OutputConfig, name: str = "output") -> nn.Dense:
+    """The final Dense layer of every meta-network: ``features`` channels, near-zero initial weights."""
+    return nn.Dense(features, kernel_init=nn.initializers.normal(config.output_init_scale),
+                    bias_init=nn.initializers.zeros, name=name)
+
+
+class L2OState(NamedTuple):
+    """Optimizer state of every learned optimizer: feature statistics and the meta-network's recurrent state."""
+
+    features: FeatureState
+    recurrent: Any
+
+
+def _tiny_params() -> dict:
+    """A 3-4-2 MLP's parameters: the stand-in optimizee used to initialise meta-networks."""
+    return {"params": {"Dense_0": {"kernel": jnp.zeros((3, 4)), "bias": jnp.zeros(4)},
+                       "Dense_1": {"kernel": jnp.zeros((4, 2)), "bias": jnp.zeros(2)}}}
+
+
+@dataclasses.dataclass(frozen=True)
+class LearnedOptimizer:
+    """Base config of a learned optimizer family. Subclasses define ``network()`` (and may override
+    ``initial_recurrent``, ``network_context``).
+
+    Attributes:
+      features: the per-parameter / global inputs.
+      output: the step parametrisation.
+    """
+
+    features: FeatureConfig = FeatureConfig()
+    output: OutputConfig = OutputConfig()
+
+    # -- to be provided by families ------------------------------------------------------------------
+    def network(self) -> nn.Module:
+        """The Flax meta-network: ``(feature_tree, globals, context, recurrent) -> (out_tree, recurrent)``."""
+        raise NotImplementedError
+
+    def network_context(self, params, activations=None, order=None) -> Any:
+        """Static per-architecture information the network needs (a GraphSpec for graph families).
+
+        ``activations`` and ``order`` describe the optimizee as in ``l2o_jax.graphs.graph_spec``; families that
+        do not look at the architecture ignore them.
+        """
+        del params, activations, order
+        return None
+
+    def initial_recurrent(self, params) -> Any:
+        """The network's recurrent state for a freshly initialised optimizee (``()`` if stateless)."""
+        del params
+        return ()
+
+    # -- shared ---------------------------------------------------------------------------------------
+    def init(self, key: jax.Array) -> MetaParams:
+        """Fresh meta-parameters for this learned optimizer.
+
+        Example:
+          >>> meta_params = l2o_jax.GraphL2O(hidden=16, layers=2).init(jax.random.key(0))
+        """
+        params = _tiny_params()
+        state = init_feature_state(params, self.features)
+        feats = parameter_features(params, params, update_feature_state(state, params, self.features), self.features)
+        glob = global_features(state.count, None, self.features)
+        variables = self.network().init(key, feats, glob, self.network_context(params), self.initial_recurrent(params))
+        return MetaParams(arrays={"net": variables["params"], "log_lr": jnp.log(jnp.float32(self.output.init_lr))},
+                          config=self)
+
+    def transform(self, meta_params: MetaParams, **options) -> optax.GradientTransformationExtraArgs:
+        """This learned optimizer as an optax transformation (see ``learned_transform``)."""
+        return learned_transform(meta_params, **options)
+
+
+def _check_meta_params(meta_params, expected: type | None = None) -> MetaParams:
+    if not isinstance(meta_params, MetaParams):
+        raise TypeError(f"expected l2o_jax MetaParams (from e.g. GraphL2O().init(key) or load_meta_params), got "
+                        f"{type(meta_params).__name__}.")
+    if expected is not None and not isinstance(meta_params.config, expected):
+        raise TypeError(f"these meta-parameters belong to {type(meta_params.config).__name__}, not "
+                        f"{expected.__name__}; use {type(meta_params.config).__name__}'s factory or "
+                        "meta_params.transform().")
+    return meta_params
+
+
+def learned_transform(meta_params: MetaParams, **options) -> optax.GradientTransformationExtraArgs:
+    """Wraps a learned optimizer's meta-network as an ``optax.GradientTransformationExtraArgs``.
+
+    Args:
+      meta_params: from ``SomeL2O(...).init(key)`` or ``load_meta_params``.
+      **options: per-architecture options forwarded to the family's ``network_context`` (graph families
+        take ``activations=`` and ``order=`` as in ``l2o_jax.graphs.graph_spec``).
+
+    Returns:
+      A transform whose ``update(grads, state, params, *, value=None, **extra_args)`` needs ``params``,
+      reads the loss from ``value`` when given, and ignores other extra args.
+
+    Example:
+      >>> tx = optax.chain(optax.clip_by_global_norm(1.0), learned_transform(meta_params))
+      >>> state = tx.init(params)
+      >>> updates, state = tx.update(grads, state, params, value=loss)
+    """
+    meta_params = _check_meta_params(meta_params)
+    config: LearnedOptimizer = meta_params.config
+    network = config.network()
+
+    def init_fn(params):
+        return L2OState(features=init_feature_state(params, config.features),
+                        recurrent=config.initial_recurrent(params))
+
+    def update_fn(updates, state, params=None, *, value=None, **extra_args):
+        del extra_args
+        if params is None:
+            raise ValueError(f"{type(config).__name__}'s update needs the current parameters: call "
+                             "tx.update(grads, state, params) (learned optimizers read the weights).")
+        features = update_feature_state(state.features, updates, config.features)
+        feats = parameter_features(params, updates, features, config.features)
+        glob = global_features(features.count, value, config.features)
+        context = config.network_context(params, **options)
+        out, recurrent = network.apply({"params": meta_params.arrays["net"]}, feats, glob, context, state.recurrent)
+        base = adam_direction(features, config.features) if config.output.base == "adam" else None
+        step = _steps(out, base, meta_params.arrays["log_lr"], config.output, params)
+        return step, L2OState(features=features, recurrent=recurrent)
+
+    return optax.GradientTransformationExtraArgs(init_fn, update_fn)
+
+
+def _steps(out, base, log_lr, config: OutputConfig, params):
+    bound = config.magnitude_bound
+    lr = jnp.exp(log_lr)
+
+    def step(o, b, p):
+        direction = o[..., 0] if b is None else b + o[..., 0]
+        return (-lr * jnp.exp(bound * jnp.tanh(o[..., 1] / bound)) * direction).astype(p.dtype)
+
+    if base is None:
+        return jax.tree.map(lambda o, p: step(o, None, p), out, params)
+    return jax.tree.map(step, out, base, params)
+
+
+def flatten_features(tree) -> tuple[jax.Array, Any]:
+    """Concatenates all leaves' parameters into rows: ``(num_params, channels)`` plus what ``unflatten`` needs."""
+    leaves, treedef = jax.tree.flatten(tree)
+    shapes = [leaf.shape[:-1] for leaf in leaves]
+    flat = jnp.concatenate([leaf.reshape(-1, leaf.shape[-1]) for leaf in leaves])
+    return flat, (treedef, shapes)
+
+
+def unflatten_features(flat: jax.Array, how) -> Any:
+    """Inverse of ``flatten_features`` for rows of any channel count."""
+    treedef, shapes = how
+    sizes = np.cumsum([int(np.prod(s)) for s in shapes])[:-1]
+    pieces = jnp.split(flat, sizes)
+    return jax.tree.unflatten(treedef, [x.reshape(s + flat.shape[1:]) for x, s in zip(pieces, shapes)])
+
+
+def num_coordinates(params) -> int:
+    """Total number of scalar parameters."""
+    return int(sum(np.prod(p.shape) for p in jax.tree.leaves(params)))

@@ -1,0 +1,209 @@
+"""Learned optimizers over the optimizee's neural graph: NG-GNN (PNA), NG-T (relational transformer) and
+RecurrentGNN (a per-parameter LSTM feeding the GNN).
+
+Edges carry the per-parameter features of a weight (for convolutions, of every cell of its kernel); nodes
+carry the features of a neuron's bias. Each kernel cell is encoded on its own, the cells of an edge are pooled
+into the edge's state, the graph network mixes information across the whole network, and each cell's step is
+decoded from its own encoding and its edge's final state. Nothing depends on the kernel size, the width or the
+depth, so one set of meta-parameters serves every MLP and CNN.
+
+References:
+  Kofinas et al., Graph neural networks for learning equivariant representations of neural networks, ICLR 2024.
+  Sbicego, Hammache and Ben Mohamed, Learning to optimize with graph neural networks (seed 000).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from l2o_jax import graphs
+from l2o_jax.nn import MLP
+from l2o_jax.nn import PNA
+from l2o_jax.nn import CoordinateLSTM
+from l2o_jax.nn import RelationalTransformer
+from l2o_jax.optimizers.base import LearnedOptimizer
+from l2o_jax.optimizers.base import MetaParams
+from l2o_jax.optimizers.base import OutputConfig
+from l2o_jax.optimizers.base import _check_meta_params
+from l2o_jax.optimizers.base import flatten_features
+from l2o_jax.optimizers.base import num_coordinates
+from l2o_jax.optimizers.base import output_head
+from l2o_jax.optimizers.base import unflatten_features
+
+
+def io_position_ids(spec: graphs.GraphSpec, max_positions: int) -> np.ndarray:
+    """Embedding ids that tell input and output neurons apart and leave hidden neurons anonymous.
+
+    Inputs get ``0..max_positions-1`` (clipped), outputs ``max_positions..2*max_positions-1``, every hidden
+    neuron the same id ``2*max_positions``: hidden neurons must stay interchangeable.
+    """
+    position = np.minimum(spec.node_position, max_positions - 1)
+    return np.where(spec.node_role == graphs.ROLE_INPUT, position,
+                    np.where(spec.node_role == graphs.ROLE_OUTPUT, max_positions + position, 2 * max_positions))
+
+
+class GraphNet(nn.Module):
+    """Encoder -> graph network (PNA or relational transformer) -> per-parameter decoder."""
+
+    hidden: int
+    num_layers: int
+    body: str
+    num_heads: int
+    recurrent_hidden: int
+    max_io_positions: int
+    output: OutputConfig
+
+    @nn.compact
+    def __call__(self, feats, glob, spec: graphs.GraphSpec, recurrent):
+        if self.recurrent_hidden:
+            rows, how = flatten_features(feats)
+            recurrent, h = CoordinateLSTM(self.recurrent_hidden, 1)(recurrent, rows)
+            feats = jax.tree.map(lambda f, r: jnp.concatenate([f, r], -1), feats, unflatten_features(h, how))
+        edge_x, node_x = graphs.tree_to_graph_arrays(feats, spec)
+        d = self.hidden
+        cells = MLP((d,), final_activation=True, name="cell_encoder")(edge_x)          # (E, K, d)
+        mask = jnp.asarray(spec.edge_kernel_mask, cells.dtype)[..., None]
+        edges = (cells * mask).sum(1) / mask.sum(1)
+        edges = edges + nn.Embed(len(graphs.LAYER_KINDS), d, name="edge_kind")(spec.edge_kind)
+        node_enc = MLP((d,), final_activation=True, name="node_encoder")(node_x)
+        nodes = (node_enc + nn.Embed(3, d, name="role")(spec.node_role)
+                 + nn.Embed(len(graphs.ACTIVATION_CATEGORIES), d, name="activation")(spec.node_activation)
+                 + nn.Embed(2 * self.max_io_positions + 1, d, name="io_position")(
+                     io_position_ids(spec, self.max_io_positions)))
+        g = nn.Dense(d, name="globals")(glob)
+        nodes, edges = self._body()(nodes + g, edges + g, spec.senders, spec.receivers)
+        edge_in = jnp.concatenate([jnp.broadcast_to(edges[:, None], cells.shape), cells], -1)
+        edge_out = output_head(2, self.output, "edge_output")(MLP((d,), final_activation=True, name="edge_decoder")(edge_in))
+        node_in = jnp.concatenate([nodes, node_enc], -1)
+        node_out = output_head(2, self.output, "node_output")(MLP((d,), final_activation=True, name="node_decoder")(node_in))
+        return graphs.graph_to_params(edge_out, node_out, _float_spec(spec)), recurrent
+
+    def _body(self) -> nn.Module:
+        if self.body == "pna":
+            return PNA(self.hidden, self.num_layers, name="pna")
+        if self.body == "transformer":
+            return RelationalTransformer(self.hidden, self.num_layers, self.num_heads, name="transformer")
+        raise ValueError(f"unknown graph network body {self.body!r}; use 'pna' or 'transformer'.")
+
+
+def _float_spec(spec: graphs.GraphSpec) -> graphs.GraphSpec:
+    """The spec with float32 leaves: network outputs stay float32 until the step is cast to the params' dtype."""
+    return dataclasses.replace(spec, leaf_dtypes=(np.dtype(np.float32),) * len(spec.leaf_dtypes))
+
+
+@dataclasses.dataclass(frozen=True)
+class _GraphFamily(LearnedOptimizer):
+    hidden: int = 32
+    layers: int = 4
+    max_io_positions: int = 64
+
+    body = "pna"
+    num_heads = 1
+    recurrent_hidden = 0
+
+    def network(self) -> nn.Module:
+        return GraphNet(self.hidden, self.layers, self.body, self.num_heads, self.recurrent_hidden,
+                        self.max_io_positions, self.output)
+
+    def network_context(self, params, activations=None, order=None) -> graphs.GraphSpec:
+        return graphs.graph_spec(params, activations=activations, order=order)
+
+    def initial_recurrent(self, params):
+        if not self.recurrent_hidden:
+            return ()
+        return CoordinateLSTM.initialize_carry(num_coordinates(params), self.recurrent_hidden, 1, jnp.float32)
+
+
+@dataclasses.dataclass(frozen=True)
+class GraphL2O(_GraphFamily):
+    """Config of NG-GNN: PNA message passing with edge updates over the optimizee's neural graph.
+
+    Attributes:
+      hidden: width of node/edge states. layers: message-passing layers.
+      max_io_positions: input/output neurons beyond this many share the last position embedding.
+
+    Example:
+      >>> meta_params = GraphL2O(hidden=32, layers=4).init(jax.random.key(0))
+      >>> tx = optax.chain(optax.clip_by_global_norm(1.0), graph_l2o(meta_params))
+    """
+
+
+@dataclasses.dataclass(frozen=True)
+class TransformerL2O(_GraphFamily):
+    """Config of NG-T: a relational transformer over the neural graph.
+
+    Attention is dense over all neurons, so its cost grows as O(n^2) in the number of neurons n (vs O(edges)
+    for the GNN); the benchmark ``experiments/benchmarks/step_overhead.py`` reports it by width.
+
+    Example:
+      >>> tx = transformer_l2o(TransformerL2O(hidden=32, layers=2, heads=4).init(jax.random.key(0)))
+    """
+
+    heads: int = 4
+    body = "transformer"
+
+    @property
+    def num_heads(self) -> int:
+        return self.heads
+
+
+@dataclasses.dataclass(frozen=True)
+class RecurrentGraphL2O(_GraphFamily):
+    """Config of RecurrentGNN (seed 000, III.2): a per-parameter LSTM whose outputs are appended to each
+    parameter's features before the GNN.
+
+    Example:
+      >>> tx = recurrent_graph_l2o(RecurrentGraphL2O(lstm_hidden=16).init(jax.random.key(0)))
+    """
+
+    lstm_hidden: int = 16
+
+    @property
+    def recurrent_hidden(self) -> int:
+        return self.lstm_hidden
+
+
+def graph_l2o(meta_params: MetaParams, *, activations=None, order=None) -> optax.GradientTransformationExtraArgs:
+    """NG-GNN as an optax transformation.
+
+    Args:
+      meta_params: ``GraphL2O(...).init(key)``, trained meta-parameters, or ``load_meta_params(path)``.
+      activations, order: how to read the optimizee's architecture (see ``l2o_jax.graphs.graph_spec``):
+        the activation name(s) and, when the natural order of layer names is not the forward order, the
+        layer paths in order.
+
+    Returns:
+      ``optax.GradientTransformationExtraArgs``; ``update`` needs ``params`` and uses ``value=loss`` if given.
+
+    Example:
+      >>> tx = optax.chain(graph_l2o(meta_params))
+      >>> state = tx.init(params)
+      >>> updates, state = tx.update(grads, state, params, value=loss)
+      >>> params = optax.apply_updates(params, updates)
+    """
+    return _check_meta_params(meta_params, GraphL2O).transform(activations=activations, order=order)
+
+
+def transformer_l2o(meta_params: MetaParams, *, activations=None, order=None) -> optax.GradientTransformationExtraArgs:
+    """NG-T (relational transformer over the neural graph) as an optax transformation; see ``graph_l2o``.
+
+    Example:
+      >>> tx = transformer_l2o(TransformerL2O().init(jax.random.key(0)))
+    """
+    return _check_meta_params(meta_params, TransformerL2O).transform(activations=activations, order=order)
+
+
+def recurrent_graph_l2o(meta_params: MetaParams, *, activations=None, order=None
+                        ) -> optax.GradientTransformationExtraArgs:
+    """RecurrentGNN as an optax transformation; see ``graph_l2o``.
+
+    Example:
+      >>> tx = recurrent_graph_l2o(RecurrentGraphL2O().init(jax.random.key(0)))
+    """
+    return _check_meta_params(meta_params, RecurrentGraphL2O).transform(activations=activations, order=order)
