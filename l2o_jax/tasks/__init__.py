@@ -1,0 +1,29 @@
+"""Optimizee tasks: datasets (tfds and embedded), Flax models, Task and TaskFamily."""
+
+from l2o_jax.tasks.datasets import Dataset
+from l2o_jax.tasks.datasets import DatasetUnavailableError
+from l2o_jax.tasks.datasets import EMBEDDED_DATASETS
+from l2o_jax.tasks.datasets import TFDS_DATASETS
+from l2o_jax.tasks.datasets import load_dataset
+from l2o_jax.tasks.models import ACTIVATIONS
+from l2o_jax.tasks.models import CNN
+from l2o_jax.tasks.models import MLP
+from l2o_jax.tasks.models import layer_activations
+from l2o_jax.tasks.task import Task
+from l2o_jax.tasks.task import TaskFamily
+from l2o_jax.tasks.task import image_task
+
+__all__ = [
+    "ACTIVATIONS",
+    "CNN",
+    "Dataset",
+    "DatasetUnavailableError",
+    "EMBEDDED_DATASETS",
+    "MLP",
+    "TFDS_DATASETS",
+    "Task",
+    "TaskFamily",
+    "image_task",
+    "layer_activations",
+    "load_dataset",
+]

@@ -1,0 +1,192 @@
+"""Image classification datasets as device-resident pytrees.
+
+Two datasets ship inside installed packages and need no network: scikit-learn's 8x8 ``'digits'`` and
+the procedural ``'mnist1d'``. The real ones (MNIST, FashionMNIST, CIFAR10, CIFAR100) come through
+``tfds.data_source`` (array_record, no TensorFlow) and must be prepared once with a network.
+"""
+
+from __future__ import annotations
+
+import functools
+import random
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import struct
+
+EMBEDDED_DATASETS = ('digits', 'mnist1d')
+TFDS_DATASETS = ('mnist', 'fashion_mnist', 'cifar10', 'cifar100')
+SPLITS = ('train', 'validation', 'test')
+
+
+class DatasetUnavailableError(RuntimeError):
+    """A tfds dataset is neither prepared in ``data_dir`` nor downloadable."""
+
+
+@struct.dataclass
+class Dataset:
+    """Train/validation/test arrays of one dataset, with train-split normalisation statistics.
+
+    ``x`` arrays are stored compactly (uint8 for tfds images, float32 for embedded datasets) with shape
+    ``(N, H, W, C)`` for images or ``(N, L, C)`` for 1-D signals; ``y`` arrays are int32 of shape ``(N,)``.
+    ``mean`` and ``std`` have shape ``(C,)``. Being a pytree, a Dataset passes through ``jax.jit`` as traced
+    arrays; ``name``, ``num_classes`` and ``input_shape`` are static.
+
+    Example:
+      >>> data = load_dataset('digits')
+      >>> x, y = data.split('validation')
+      >>> data.normalize(x).shape
+      (300, 8, 8, 1)
+    """
+
+    train_x: jax.Array
+    train_y: jax.Array
+    val_x: jax.Array
+    val_y: jax.Array
+    test_x: jax.Array
+    test_y: jax.Array
+    mean: jax.Array
+    std: jax.Array
+    name: str = struct.field(pytree_node=False)
+    num_classes: int = struct.field(pytree_node=False)
+    input_shape: tuple[int, ...] = struct.field(pytree_node=False)
+
+    def normalize(self, x: jax.Array) -> jax.Array:
+        """Returns ``(x - mean) / std`` as float32, per channel (the last axis)."""
+        return (jnp.asarray(x, jnp.float32) - self.mean) / self.std
+
+    def split(self, name: str) -> tuple[jax.Array, jax.Array]:
+        """Returns the raw (un-normalised) ``(x, y)`` of ``'train'``, ``'validation'`` or ``'test'``."""
+        if name == 'train':
+            return self.train_x, self.train_y
+        if name == 'validation':
+            return self.val_x, self.val_y
+        if name == 'test':
+            return self.test_x, self.test_y
+        raise ValueError(f'Unknown split {name!r}; expected one of {SPLITS}.')
+
+
+def load_dataset(name: str, *, data_dir: str | None = None, download: bool = False) -> Dataset:
+    """Loads a dataset by name onto the default device; results are cached per arguments.
+
+    Args:
+      name: one of ``EMBEDDED_DATASETS`` (offline) or ``TFDS_DATASETS``.
+      data_dir: tfds data directory (tfds's default when ``None``); ignored for embedded datasets.
+      download: let tfds download and prepare a missing dataset (needs a network).
+
+    Returns:
+      A :class:`Dataset`. For tfds datasets, validation is the last 10% of tfds's train split.
+
+    Raises:
+      ValueError: for an unknown name.
+      DatasetUnavailableError: when a tfds dataset is not prepared and cannot be downloaded.
+
+    Example:
+      >>> data = load_dataset('mnist1d')
+      >>> data.input_shape, data.num_classes
+      ((40, 1), 10)
+    """
+    if name not in EMBEDDED_DATASETS + TFDS_DATASETS:
+        raise ValueError(
+            f'Unknown dataset {name!r}; available: {EMBEDDED_DATASETS + TFDS_DATASETS} '
+            f'(offline: {EMBEDDED_DATASETS}).')
+    if name in EMBEDDED_DATASETS:
+        data_dir, download = None, False
+    return _load_cached(name, data_dir, download)
+
+
+@functools.lru_cache(maxsize=8)
+def _load_cached(name: str, data_dir: str | None, download: bool) -> Dataset:
+    if name == 'digits':
+        splits, num_classes = _digits_splits(), 10
+    elif name == 'mnist1d':
+        splits, num_classes = _mnist1d_splits(), 10
+    else:
+        splits, num_classes = _tfds_splits(name, data_dir, download)
+    return _make_dataset(name, num_classes, splits)
+
+
+def _make_dataset(name: str, num_classes: int, splits) -> Dataset:
+    """Builds a Dataset from numpy ``((train_x, train_y), (val_x, val_y), (test_x, test_y))``."""
+    (train_x, train_y), (val_x, val_y), (test_x, test_y) = splits
+    mean, std = _channel_stats(train_x)
+    as_y = lambda y: jnp.asarray(y, jnp.int32)
+    return Dataset(
+        train_x=jnp.asarray(train_x), train_y=as_y(train_y),
+        val_x=jnp.asarray(val_x), val_y=as_y(val_y),
+        test_x=jnp.asarray(test_x), test_y=as_y(test_y),
+        mean=jnp.asarray(mean), std=jnp.asarray(std),
+        name=name, num_classes=num_classes, input_shape=tuple(train_x.shape[1:]))
+
+
+def _channel_stats(x: np.ndarray, rows_per_chunk: int = 1 << 20) -> tuple[np.ndarray, np.ndarray]:
+    """Per-channel mean and std over all but the last axis, as float32."""
+    # Chunked float64 sums: a float64 copy of CIFAR's train split alone would take 1.2 GB.
+    flat = x.reshape(-1, x.shape[-1])
+    total = np.zeros(flat.shape[1])
+    total_sq = np.zeros(flat.shape[1])
+    for start in range(0, flat.shape[0], rows_per_chunk):
+        chunk = flat[start:start + rows_per_chunk].astype(np.float64)
+        total += chunk.sum(axis=0)
+        total_sq += np.square(chunk).sum(axis=0)
+    mean = total / flat.shape[0]
+    std = np.sqrt(np.maximum(total_sq / flat.shape[0] - mean**2, 0.0))
+    return mean.astype(np.float32), np.maximum(std, 1e-6).astype(np.float32)
+
+
+def _digits_splits():
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    x = digits.images.astype(np.float32)[..., None]
+    y = digits.target
+    order = np.random.default_rng(0).permutation(len(y))
+    train, val, test = order[:1197], order[1197:1497], order[1497:]
+    return (x[train], y[train]), (x[val], y[val]), (x[test], y[test])
+
+
+def _mnist1d_splits():
+    from mnist1d.data import get_dataset_args, make_dataset
+
+    # make_dataset reseeds Python's and numpy's global generators; leave the caller's untouched.
+    python_state, numpy_state = random.getstate(), np.random.get_state()
+    try:
+        raw = make_dataset(get_dataset_args())
+    finally:
+        random.setstate(python_state)
+        np.random.set_state(numpy_state)
+    x = raw['x'].astype(np.float32)[..., None]
+    x_test = raw['x_test'].astype(np.float32)[..., None]
+    return (x[:-500], raw['y'][:-500]), (x[-500:], raw['y'][-500:]), (x_test, raw['y_test'])
+
+
+def _tfds_splits(name: str, data_dir: str | None, download: bool):
+    # Imported here: tfds is slow to import and only the real datasets need it.
+    import tensorflow_datasets as tfds
+
+    try:
+        train_source = tfds.data_source(name, split='train', data_dir=data_dir, download=download)
+        test_source = tfds.data_source(name, split='test', data_dir=data_dir, download=download)
+    except Exception as error:
+        raise DatasetUnavailableError(
+            f'Dataset {name!r} is not prepared in data_dir={data_dir or "<tfds default>"!s} and could not '
+            f'be downloaded ({type(error).__name__}). Prepare it once with a network '
+            f"(load_dataset({name!r}, download=True), the `l2o-jax` command, or `tfds build {name} "
+            f"--file_format=array_record`), or use an embedded offline dataset: 'digits' or 'mnist1d'."
+        ) from error
+    num_classes = train_source.dataset_info.features['label'].num_classes
+    train_x, train_y = _read_source(train_source)
+    num_val = len(train_y) // 10
+    num_train = len(train_y) - num_val
+    validation = (train_x[num_train:], train_y[num_train:])
+    train = (train_x[:num_train], train_y[:num_train])
+    return (train, validation, _read_source(test_source)), num_classes
+
+
+def _read_source(source) -> tuple[np.ndarray, np.ndarray]:
+    """Reads every example of a tfds data source into ``(uint8 images, int32 labels)``."""
+    examples = [source[i] for i in range(len(source))]
+    images = np.stack([np.asarray(example['image'], np.uint8) for example in examples])
+    labels = np.asarray([example['label'] for example in examples], np.int32)
+    return images, labels
