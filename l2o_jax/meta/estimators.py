@@ -1,0 +1,205 @@
+"""Meta-gradient estimators behind one interface: BPTT (full or truncated), antithetic ES, and PES.
+
+Every estimator is a frozen dataclass with two pure methods:
+
+    state = estimator.init(meta_params, task, key)
+    meta_loss, meta_grads, state = estimator.estimate(meta_params, task, state, key)
+
+``meta_grads`` has the structure of ``meta_params.arrays``. Work over a batch of ``num_tasks`` optimizees is
+``jax.vmap`` ed (different initialisations and batches of the same task), so it shards over devices when the
+keys do (see ``l2o_jax.meta.trainer``).
+
+References:
+  Vicol, Metz and Sohl-Dickstein, Unbiased gradient estimation in unrolled computation graphs with persistent
+  evolution strategies, ICML 2021 (PES).
+  Salimans et al., Evolution strategies as a scalable alternative to reinforcement learning, 2017 (ES).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from l2o_jax.meta.sharding import shard_tasks
+from l2o_jax.meta.unroll import InnerState
+from l2o_jax.meta.unroll import UnrollConfig
+from l2o_jax.meta.unroll import fresh_unroll_loss
+from l2o_jax.meta.unroll import init_inner_state
+from l2o_jax.meta.unroll import unroll
+from l2o_jax.optimizers import MetaParams
+
+
+def _tree_normal(key, tree, scale):
+    leaves, treedef = jax.tree.flatten(tree)
+    keys = jax.random.split(key, len(leaves))
+    return jax.tree.unflatten(treedef, [scale * jax.random.normal(k, x.shape, x.dtype) for k, x in zip(keys, leaves)])
+
+
+def _add(a, b, sign=1.0):
+    return jax.tree.map(lambda x, y: x + sign * y, a, b)
+
+
+def _weighted_mean(weights, trees):
+    """``mean_i weights[i] * trees[i]`` for trees with a leading particle axis."""
+    return jax.tree.map(lambda x: jnp.tensordot(weights, x, axes=1) / weights.shape[0], trees)
+
+
+@dataclasses.dataclass(frozen=True)
+class FullUnrollBPTT:
+    """Backprop through complete inner runs of fresh optimizees (seed 000's regime, K = 100).
+
+    Attributes:
+      lengths: inner steps per run; with several, each outer step draws one uniformly (GNN-variable:
+        ``tuple(range(75, 251, 25))``; each distinct length compiles once).
+      num_tasks: optimizees per outer step (vmapped).
+      unroll: meta-loss and memory options.
+    """
+
+    lengths: tuple[int, ...] = (100,)
+    num_tasks: int = 8
+    unroll: UnrollConfig = UnrollConfig()
+
+    def init(self, meta_params, task, key):
+        del meta_params, task, key
+        return ()
+
+    def sample_length(self, key) -> int:
+        """The inner length for an outer step: a Python int, since it shapes the scan."""
+        return int(self.lengths[int(jax.random.randint(key, (), 0, len(self.lengths)))])
+
+    def estimate(self, meta_params: MetaParams, task, state, key, length: int | None = None):
+        length = self.lengths[0] if length is None else length
+        keys = shard_tasks(jax.random.split(key, self.num_tasks))
+
+        def mean_loss(arrays):
+            return jax.vmap(lambda k: fresh_unroll_loss(arrays, meta_params, task, k, length, self.unroll))(keys).mean()
+
+        loss, grads = jax.value_and_grad(mean_loss)(meta_params.arrays)
+        return loss, grads, state
+
+
+@dataclasses.dataclass(frozen=True)
+class AntitheticES:
+    """Antithetic evolution strategies over complete inner runs: no backprop through the unroll.
+
+    ``g = mean_i (L(θ+ε_i) - L(θ-ε_i)) / (2σ²) · ε_i`` with ``ε_i ~ N(0, σ²)``; each pair shares its task key.
+    """
+
+    length: int = 100
+    num_pairs: int = 8
+    sigma: float = 0.01
+    unroll: UnrollConfig = UnrollConfig()
+
+    def init(self, meta_params, task, key):
+        del meta_params, task, key
+        return ()
+
+    def estimate(self, meta_params: MetaParams, task, state, key):
+        keys = shard_tasks(jax.random.split(key, self.num_pairs))
+        loss_fn = lambda arrays, k: fresh_unroll_loss(arrays, meta_params, task, k, self.length, self.unroll)
+
+        def pair(k):
+            noise_key, task_key = jax.random.split(k)
+            eps = _tree_normal(noise_key, meta_params.arrays, self.sigma)
+            plus = loss_fn(_add(meta_params.arrays, eps), task_key)
+            minus = loss_fn(_add(meta_params.arrays, eps, -1.0), task_key)
+            return (plus + minus) / 2, (plus - minus) / (2 * self.sigma ** 2), eps
+
+        losses, weights, eps = jax.vmap(pair)(keys)
+        return losses.mean(), _weighted_mean(weights, eps), state
+
+
+class TruncatedState(NamedTuple):
+    """Persistent optimizees of the truncated estimators (leading axis: tasks / particles)."""
+
+    inner: Any
+    accumulated: Any  # PES: the perturbations summed since each particle's last reset; () otherwise
+
+
+def _maybe_reset(meta_params, task, inner: InnerState, key, horizon: int) -> tuple[InnerState, jax.Array]:
+    """Replaces optimizees that reached ``horizon`` steps by fresh ones; returns the reset mask."""
+    done = inner.step >= horizon
+    fresh = jax.vmap(lambda k: init_inner_state(meta_params, task, k))(jax.random.split(key, done.shape[0]))
+    pick = lambda new, old: jnp.where(done.reshape(done.shape + (1,) * (old.ndim - 1)), new, old)
+    return jax.tree.map(pick, fresh, inner), done
+
+
+@dataclasses.dataclass(frozen=True)
+class TruncatedBPTT:
+    """Backprop through truncations of long inner runs whose state persists across outer steps.
+
+    Biased: the meta-gradient ignores how this truncation's start depends on the meta-parameters
+    (the "short-horizon bias" that PES removes).
+    """
+
+    truncation_length: int = 20
+    horizon: int = 200
+    num_tasks: int = 8
+    unroll: UnrollConfig = UnrollConfig()
+
+    def init(self, meta_params, task, key):
+        keys = jax.random.split(key, self.num_tasks)
+        inner = jax.vmap(lambda k: init_inner_state(meta_params, task, k))(keys)
+        return TruncatedState(inner=inner, accumulated=())
+
+    def estimate(self, meta_params: MetaParams, task, state: TruncatedState, key):
+        inner, _ = _maybe_reset(meta_params, task, shard_tasks(state.inner), key, self.horizon)
+
+        def mean_loss(arrays):
+            meta = meta_params.replace(arrays=arrays)
+            losses, (final, _) = jax.vmap(lambda s: unroll(meta, task, s, self.truncation_length, self.unroll))(inner)
+            return losses.mean(), final
+
+        (loss, final), grads = jax.value_and_grad(mean_loss, has_aux=True)(meta_params.arrays)
+        return loss, grads, TruncatedState(inner=jax.lax.stop_gradient(final), accumulated=())
+
+
+@dataclasses.dataclass(frozen=True)
+class PES:
+    """Persistent evolution strategies: unbiased meta-gradients from truncated unrolls.
+
+    Each antithetic particle pair keeps its two optimizees (trained with θ+ε and θ-ε) across truncations and
+    the sum ξ of the perturbations it has used since its last reset; the estimate is
+    ``mean_i (L⁺_i - L⁻_i) / (2σ²) · ξ_i``.
+    """
+
+    truncation_length: int = 20
+    horizon: int = 200
+    num_pairs: int = 8
+    sigma: float = 0.01
+    unroll: UnrollConfig = UnrollConfig()
+
+    def init(self, meta_params, task, key):
+        keys = jax.random.split(key, self.num_pairs)
+        inner = jax.vmap(lambda k: init_inner_state(meta_params, task, k))(keys)
+        both = jax.tree.map(lambda x: jnp.stack([x, x]), inner)  # (2, pairs, ...): + and - particles
+        zeros = jax.tree.map(lambda x: jnp.zeros((self.num_pairs,) + x.shape, x.dtype), meta_params.arrays)
+        return TruncatedState(inner=both, accumulated=zeros)
+
+    def estimate(self, meta_params: MetaParams, task, state: TruncatedState, key):
+        reset_key, noise_key = jax.random.split(key)
+        plus, done = _maybe_reset(meta_params, task, jax.tree.map(lambda x: x[0], state.inner), reset_key, self.horizon)
+        minus, _ = _maybe_reset(meta_params, task, jax.tree.map(lambda x: x[1], state.inner), reset_key, self.horizon)
+        accumulated = jax.tree.map(lambda a: jnp.where(done.reshape((-1,) + (1,) * (a.ndim - 1)), 0.0, a),
+                                   state.accumulated)
+        eps = jax.vmap(lambda k: _tree_normal(k, meta_params.arrays, self.sigma))(
+            jax.random.split(noise_key, self.num_pairs))
+
+        def run(arrays, inner):
+            meta = meta_params.replace(arrays=arrays)
+            loss, (final, _) = unroll(meta, task, inner, self.truncation_length, self.unroll)
+            return loss, final
+
+        perturbed = lambda sign: jax.vmap(lambda e: _add(meta_params.arrays, e, sign))(eps)
+        loss_plus, final_plus = jax.vmap(run)(perturbed(1.0), plus)
+        loss_minus, final_minus = jax.vmap(run)(perturbed(-1.0), minus)
+        accumulated = _add(accumulated, eps)
+        grads = _weighted_mean((loss_plus - loss_minus) / (2 * self.sigma ** 2), accumulated)
+        inner = jax.tree.map(lambda a, b: jnp.stack([a, b]), final_plus, final_minus)
+        return (loss_plus + loss_minus).mean() / 2, grads, TruncatedState(inner=inner, accumulated=accumulated)
+
+
+ESTIMATORS = {"bptt": FullUnrollBPTT, "truncated_bptt": TruncatedBPTT, "es": AntitheticES, "pes": PES}
