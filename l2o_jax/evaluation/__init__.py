@@ -1,0 +1,29 @@
+"""Evaluation over seeds, tuned baselines, tables and plots."""
+
+from l2o_jax.evaluation.evaluate import BASELINES
+from l2o_jax.evaluation.evaluate import PAPER_LEARNING_RATES
+from l2o_jax.evaluation.evaluate import PAPER_WEIGHT_DECAYS
+from l2o_jax.evaluation.evaluate import EvalResult
+from l2o_jax.evaluation.evaluate import TuningResult
+from l2o_jax.evaluation.evaluate import baseline
+from l2o_jax.evaluation.evaluate import evaluate
+from l2o_jax.evaluation.evaluate import results_table
+from l2o_jax.evaluation.evaluate import save_results
+from l2o_jax.evaluation.evaluate import tune_baseline
+from l2o_jax.evaluation.plots import plot_advantage
+from l2o_jax.evaluation.plots import plot_curves
+
+__all__ = [
+    "BASELINES",
+    "PAPER_LEARNING_RATES",
+    "PAPER_WEIGHT_DECAYS",
+    "EvalResult",
+    "TuningResult",
+    "baseline",
+    "evaluate",
+    "plot_advantage",
+    "plot_curves",
+    "results_table",
+    "save_results",
+    "tune_baseline",
+]
