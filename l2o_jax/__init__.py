@@ -9,9 +9,9 @@ Example:
 from l2o_jax.checkpoints import load_meta_params
 from l2o_jax.checkpoints import save_meta_params
 from l2o_jax.features import FeatureConfig
-from l2o_jax.optimizers import GraphL2O
 from l2o_jax.optimizers import LSTML2O
 from l2o_jax.optimizers import MLPL2O
+from l2o_jax.optimizers import GraphL2O
 from l2o_jax.optimizers import MetaParams
 from l2o_jax.optimizers import OutputConfig
 from l2o_jax.optimizers import RecurrentGraphL2O

@@ -42,8 +42,10 @@ def config_from_dict(data: dict):
     unknown = sorted(set(fields) - names)
     if unknown:
         raise ValueError(f"{family} has no fields {unknown}; the checkpoint was written by another version.")
-    kwargs = {k: (_NESTED[k](**{n: _tuples(v) for n, v in fields[k].items()}) if k in _NESTED else _tuples(fields[k]))
-              for k in fields}
+    kwargs = {
+        k: (_NESTED[k](**{n: _tuples(v) for n, v in fields[k].items()}) if k in _NESTED else _tuples(fields[k]))
+        for k in fields
+    }
     return cls(**kwargs)
 
 
@@ -68,8 +70,11 @@ def save_meta_params(path: str | os.PathLike, meta_params: MetaParams, *, metada
     info = {"config": config_to_dict(meta_params.config), "metadata": metadata or {}}
     json.dumps(info)  # fail before writing anything if metadata is not serialisable
     with ocp.Checkpointer(ocp.CompositeCheckpointHandler()) as checkpointer:
-        checkpointer.save(path, ocp.args.Composite(arrays=ocp.args.StandardSave(meta_params.arrays),
-                                                   info=ocp.args.JsonSave(info)), force=True)
+        checkpointer.save(
+            path,
+            ocp.args.Composite(arrays=ocp.args.StandardSave(meta_params.arrays), info=ocp.args.JsonSave(info)),
+            force=True,
+        )
     return path
 
 
@@ -100,8 +105,9 @@ def load_meta_params(path: str | os.PathLike) -> MetaParams:
         try:
             restored = checkpointer.restore(path, ocp.args.Composite(arrays=ocp.args.StandardRestore(template)))
         except Exception as error:
-            raise ValueError(f"{path}: the saved arrays do not match {type(config).__name__}'s meta-parameters "
-                             f"({error}).") from error
+            raise ValueError(
+                f"{path}: the saved arrays do not match {type(config).__name__}'s meta-parameters ({error})."
+            ) from error
     return MetaParams(arrays=restored["arrays"], config=config)
 
 
@@ -110,7 +116,8 @@ def _existing_checkpoint(path) -> str:
     if not os.path.exists(path):
         raise FileNotFoundError(f"no meta-parameter checkpoint at {path}.")
     if not os.path.isdir(path) or not os.path.exists(os.path.join(path, "info")):
-        raise ValueError(f"{path} is not an l2o_jax meta-parameter checkpoint (no 'info' item inside); "
-                         "write one with l2o_jax.save_meta_params.")
+        raise ValueError(
+            f"{path} is not an l2o_jax meta-parameter checkpoint (no 'info' item inside); "
+            "write one with l2o_jax.save_meta_params."
+        )
     return path
-

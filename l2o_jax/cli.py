@@ -24,8 +24,13 @@ def _add_overrides(parser: argparse.ArgumentParser) -> None:
 
 
 def _overrides(args) -> dict:
-    return {"outer_steps": args.outer_steps, "meta_lr": args.meta_lr, "seed": args.seed, "seeds": args.seeds,
-            "eval_steps": args.eval_steps}
+    return {
+        "outer_steps": args.outer_steps,
+        "meta_lr": args.meta_lr,
+        "seed": args.seed,
+        "seeds": args.seeds,
+        "eval_steps": args.eval_steps,
+    }
 
 
 def _run(config: study.StudyConfig, args) -> None:
@@ -35,8 +40,10 @@ def _run(config: study.StudyConfig, args) -> None:
     summary = study.run_study(config, args.workdir, progress=not args.no_progress)
     with open(f"{args.workdir}/results.md") as f:
         print("\n" + f.read())
-    print(f"results: {args.workdir}/results.md\nplot:    {args.workdir}/accuracy.png\n"
-          f"optimizer: {args.workdir}/best_meta_params  (l2o_jax.load_meta_params)")
+    print(
+        f"results: {args.workdir}/results.md\nplot:    {args.workdir}/accuracy.png\n"
+        f"optimizer: {args.workdir}/best_meta_params  (l2o_jax.load_meta_params)"
+    )
     del summary
 
 
@@ -47,14 +54,30 @@ def _evaluate(args) -> None:
     from l2o_jax.tasks import image_task
 
     meta = l2o_jax.load_meta_params(args.meta_params)
-    task = image_task(args.dataset, model=args.model, width=args.width, depth=args.depth,
-                      batch_size=args.batch_size, data_dir=args.data_dir)
-    results = [evaluation.evaluate(learned_transform_for(meta, task), task, args.steps, args.seeds,
-                                   name=type(meta.config).__name__)]
+    task = image_task(
+        args.dataset,
+        model=args.model,
+        width=args.width,
+        depth=args.depth,
+        batch_size=args.batch_size,
+        data_dir=args.data_dir,
+    )
+    results = [
+        evaluation.evaluate(
+            learned_transform_for(meta, task), task, args.steps, args.seeds, name=type(meta.config).__name__
+        )
+    ]
     if args.baseline:
         tuned = evaluation.tune_baseline(args.baseline, task, args.steps)
-        results.append(evaluation.evaluate(tuned.optimizer(), task, args.steps, args.seeds,
-                                           name=f"{args.baseline} (tuned lr={tuned.learning_rate:g})"))
+        results.append(
+            evaluation.evaluate(
+                tuned.optimizer(),
+                task,
+                args.steps,
+                args.seeds,
+                name=f"{args.baseline} (tuned lr={tuned.learning_rate:g})",
+            )
+        )
     print(evaluation.results_table(results, results[-1].name if args.baseline else None))
     if args.plot:
         print("plot:", evaluation.plot_curves(results, args.plot, title=task.name))

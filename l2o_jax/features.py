@@ -65,7 +65,8 @@ def init_feature_state(params, config: FeatureConfig) -> FeatureState:
     return FeatureState(
         count=jnp.zeros([], jnp.int32),
         momenta=jax.tree.map(lambda p: jnp.zeros(p.shape + (nb,), jnp.float32), params),
-        second_moment=jax.tree.map(lambda p: jnp.zeros(p.shape, jnp.float32), params))
+        second_moment=jax.tree.map(lambda p: jnp.zeros(p.shape, jnp.float32), params),
+    )
 
 
 def update_feature_state(state: FeatureState, grads, config: FeatureConfig) -> FeatureState:
@@ -83,8 +84,11 @@ def update_feature_state(state: FeatureState, grads, config: FeatureConfig) -> F
     def second(v, g):
         return b2 * v + (1.0 - b2) * jnp.square(g.astype(jnp.float32))
 
-    return FeatureState(count=state.count + 1, momenta=jax.tree.map(momentum, state.momenta, grads),
-                        second_moment=jax.tree.map(second, state.second_moment, grads))
+    return FeatureState(
+        count=state.count + 1,
+        momenta=jax.tree.map(momentum, state.momenta, grads),
+        second_moment=jax.tree.map(second, state.second_moment, grads),
+    )
 
 
 def log_sign(g: jax.Array, p: float) -> tuple[jax.Array, jax.Array]:

@@ -65,22 +65,45 @@ class StudyConfig:
 def quickstart_preset() -> StudyConfig:
     """CPU, minutes: NG-GNN meta-trained on CNN-16 tasks on embedded digits, judged on a 2x wider CNN-32."""
     family = TaskFamily(datasets=("digits",), models=("cnn",), widths=(16,), depths=(2,), batch_size=64)
-    meta = MetaTrainConfig(GraphL2O(hidden=16, layers=2), family, FullUnrollBPTT(lengths=(50,), num_tasks=4),
-                           outer_steps=150, meta_lr=3e-3, checkpoint_every=25)
-    return StudyConfig(meta=meta, selection_task=dict(dataset="digits", width=16, depth=2, batch_size=64),
-                       eval_task=dict(dataset="digits", width=32, depth=2, batch_size=64), selection_length=50,
-                       eval_steps=300, seeds=5, baselines=("adam",))
+    meta = MetaTrainConfig(
+        GraphL2O(hidden=16, layers=2),
+        family,
+        FullUnrollBPTT(lengths=(50,), num_tasks=4),
+        outer_steps=150,
+        meta_lr=3e-3,
+        checkpoint_every=25,
+    )
+    return StudyConfig(
+        meta=meta,
+        selection_task=dict(dataset="digits", width=16, depth=2, batch_size=64),
+        eval_task=dict(dataset="digits", width=32, depth=2, batch_size=64),
+        selection_length=50,
+        eval_steps=300,
+        seeds=5,
+        baselines=("adam",),
+    )
 
 
 def paper_preset() -> StudyConfig:
     """Seed 000's protocol (GPU): FashionMNIST CNN-32, K = 100, 1000 outer steps, Adam 3e-4 cosine; judged on
     CIFAR10 with a CNN-64 for 1000 steps over 5 seeds against tuned Adam and RMSProp."""
     family = TaskFamily(datasets=("fashion_mnist",), models=("cnn",), widths=(32,), depths=(3,), batch_size=128)
-    meta = MetaTrainConfig(GraphL2O(hidden=32, layers=4), family, FullUnrollBPTT(lengths=(100,), num_tasks=8),
-                           outer_steps=1000, meta_lr=3e-4, checkpoint_every=100)
-    return StudyConfig(meta=meta, selection_task=dict(dataset="fashion_mnist", width=32, depth=3),
-                       eval_task=dict(dataset="cifar10", width=64, depth=3), selection_length=100,
-                       eval_steps=1000, seeds=5)
+    meta = MetaTrainConfig(
+        GraphL2O(hidden=32, layers=4),
+        family,
+        FullUnrollBPTT(lengths=(100,), num_tasks=8),
+        outer_steps=1000,
+        meta_lr=3e-4,
+        checkpoint_every=100,
+    )
+    return StudyConfig(
+        meta=meta,
+        selection_task=dict(dataset="fashion_mnist", width=32, depth=3),
+        eval_task=dict(dataset="cifar10", width=64, depth=3),
+        selection_length=100,
+        eval_steps=1000,
+        seeds=5,
+    )
 
 
 PRESETS = {"quickstart": quickstart_preset, "paper": paper_preset}
@@ -104,51 +127,97 @@ def run_study(study: StudyConfig, workdir: str | os.PathLike, *, progress: bool 
     """
     workdir = os.path.abspath(os.fspath(workdir))
     started = time.perf_counter()
-    log(f"[1/4] meta-training {type(study.meta.learned_optimizer).__name__} for {study.meta.outer_steps} outer "
-        f"steps -> {workdir}")
+    log(
+        f"[1/4] meta-training {type(study.meta.learned_optimizer).__name__} for {study.meta.outer_steps} outer "
+        f"steps -> {workdir}"
+    )
     meta_train(study.meta, workdir, progress=progress)
     log("[2/4] selecting the best checkpoint on the validation split")
     selection_task = image_task(**study.selection_task)
-    best_step, best, scores = select_best_checkpoint(workdir, study.meta.learned_optimizer, [selection_task],
-                                                     length=study.selection_length)
+    best_step, best, scores = select_best_checkpoint(
+        workdir, study.meta.learned_optimizer, [selection_task], length=study.selection_length
+    )
     eval_task = image_task(**study.eval_task)
     log(f"[3/4] tuning {', '.join(study.baselines)} on {eval_task.name} (validation split)")
-    tuned = [evaluation.tune_baseline(b, eval_task, study.eval_steps, learning_rates=study.learning_rates,
-                                      weight_decays=study.weight_decays, eval_every=study.eval_every)
-             for b in study.baselines]
+    tuned = [
+        evaluation.tune_baseline(
+            b,
+            eval_task,
+            study.eval_steps,
+            learning_rates=study.learning_rates,
+            weight_decays=study.weight_decays,
+            eval_every=study.eval_every,
+        )
+        for b in study.baselines
+    ]
     log(f"[4/4] evaluating on {eval_task.name}: {study.eval_steps} steps x {study.seeds} seeds")
     learned_name = f"{type(study.meta.learned_optimizer).__name__} (meta-trained)"
-    results = [evaluation.evaluate(learned_transform_for(best, eval_task), eval_task, study.eval_steps, study.seeds,
-                                   name=learned_name, eval_every=study.eval_every)]
-    results += [evaluation.evaluate(t.optimizer(), eval_task, study.eval_steps, study.seeds, eval_every=study.eval_every,
-                                    name=f"{t.name} (tuned: lr={t.learning_rate:g}, wd={t.weight_decay:g})")
-                for t in tuned]
+    results = [
+        evaluation.evaluate(
+            learned_transform_for(best, eval_task),
+            eval_task,
+            study.eval_steps,
+            study.seeds,
+            name=learned_name,
+            eval_every=study.eval_every,
+        )
+    ]
+    results += [
+        evaluation.evaluate(
+            t.optimizer(),
+            eval_task,
+            study.eval_steps,
+            study.seeds,
+            eval_every=study.eval_every,
+            name=f"{t.name} (tuned: lr={t.learning_rate:g}, wd={t.weight_decay:g})",
+        )
+        for t in tuned
+    ]
     summary = _report(study, workdir, results, tuned, best_step, scores, eval_task, time.perf_counter() - started)
-    save_meta_params(os.path.join(workdir, "best_meta_params"), best,
-                     metadata={"outer_step": best_step, "eval": summary["results"], "eval_task": eval_task.name})
+    save_meta_params(
+        os.path.join(workdir, "best_meta_params"),
+        best,
+        metadata={"outer_step": best_step, "eval": summary["results"], "eval_task": eval_task.name},
+    )
     return summary
 
 
 def _report(study, workdir, results, tuned, best_step, scores, eval_task, seconds) -> dict:
     adam_name = results[1].name if len(results) > 1 else None
     table = evaluation.results_table(results, adam_name)
-    plot = evaluation.plot_curves(results, os.path.join(workdir, "accuracy.png"),
-                                  title=f"{eval_task.name}: test accuracy, mean ± std over {study.seeds} seeds")
+    plot = evaluation.plot_curves(
+        results,
+        os.path.join(workdir, "accuracy.png"),
+        title=f"{eval_task.name}: test accuracy, mean ± std over {study.seeds} seeds",
+    )
     evaluation.save_results(results, os.path.join(workdir, "results.json"))
-    summary = {"eval_task": eval_task.name, "best_checkpoint": best_step,
-               "checkpoint_scores": {str(k): v for k, v in scores.items()},
-               "tuned": [dataclasses.asdict(t) for t in tuned], "results": [r.summary() for r in results],
-               "seconds": round(seconds, 1), "devices": [str(d) for d in jax.devices()]}
+    summary = {
+        "eval_task": eval_task.name,
+        "best_checkpoint": best_step,
+        "checkpoint_scores": {str(k): v for k, v in scores.items()},
+        "tuned": [dataclasses.asdict(t) for t in tuned],
+        "results": [r.summary() for r in results],
+        "seconds": round(seconds, 1),
+        "devices": [str(d) for d in jax.devices()],
+    }
     with open(os.path.join(workdir, "summary.json"), "w") as f:
         json.dump(summary, f, indent=1)
     meta = study.meta
-    text = [f"# {type(meta.learned_optimizer).__name__} vs tuned baselines on {eval_task.name}", "",
-            f"Meta-trained on {', '.join(meta.task_family.datasets)} CNN width {meta.task_family.widths}, depth "
-            f"{meta.task_family.depths} for {meta.outer_steps} outer steps ({meta.estimator}); best checkpoint: "
-            f"step {best_step} (validation loss {scores[best_step]:.4f}).",
-            f"Evaluated for {study.eval_steps} steps over {study.seeds} seeds on the test split; baselines tuned on "
-            "the validation split over the learning-rate x weight-decay grid.", "", table, "",
-            f"![accuracy]({os.path.basename(plot)})", "", f"Total time: {seconds:.0f} s on {jax.devices()[0].platform}."]
+    text = [
+        f"# {type(meta.learned_optimizer).__name__} vs tuned baselines on {eval_task.name}",
+        "",
+        f"Meta-trained on {', '.join(meta.task_family.datasets)} CNN width {meta.task_family.widths}, depth "
+        f"{meta.task_family.depths} for {meta.outer_steps} outer steps ({meta.estimator}); best checkpoint: "
+        f"step {best_step} (validation loss {scores[best_step]:.4f}).",
+        f"Evaluated for {study.eval_steps} steps over {study.seeds} seeds on the test split; baselines tuned on "
+        "the validation split over the learning-rate x weight-decay grid.",
+        "",
+        table,
+        "",
+        f"![accuracy]({os.path.basename(plot)})",
+        "",
+        f"Total time: {seconds:.0f} s on {jax.devices()[0].platform}.",
+    ]
     with open(os.path.join(workdir, "results.md"), "w") as f:
         f.write("\n".join(text) + "\n")
     return summary

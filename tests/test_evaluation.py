@@ -26,15 +26,16 @@ def test_evaluate_records_curves_over_seeds(task):
     assert result.train_loss.shape == (3, 100)
     assert result.eval_accuracy.shape == (3, 6) and list(result.eval_steps) == [0, 20, 40, 60, 80, 100]
     assert np.isfinite(result.train_loss).all()
-    assert result.eval_accuracy[:, -1].mean() > result.eval_accuracy[:, 0].mean() + 0.4   # learns from ~chance
-    assert not np.allclose(result.train_loss[0], result.train_loss[1])                    # seeds differ
+    assert result.eval_accuracy[:, -1].mean() > result.eval_accuracy[:, 0].mean() + 0.4  # learns from ~chance
+    assert not np.allclose(result.train_loss[0], result.train_loss[1])  # seeds differ
     with pytest.raises(ValueError, match="multiple of eval_every"):
         evaluation.evaluate(optax.adam(1e-2), task, steps=15, seeds=1, eval_every=10)
 
 
 def test_tuning_prefers_the_learning_rate_that_trains(task):
-    tuned = evaluation.tune_baseline("adam", task, steps=60, learning_rates=(1e-6, 1e-2), weight_decays=(0.0,),
-                                     eval_every=20)
+    tuned = evaluation.tune_baseline(
+        "adam", task, steps=60, learning_rates=(1e-6, 1e-2), weight_decays=(0.0,), eval_every=20
+    )
     assert tuned.learning_rate == 1e-2
     by_lr = {s["learning_rate"]: s["val_accuracy"] for s in tuned.scores}
     assert by_lr[1e-2] > by_lr[1e-6]
@@ -43,8 +44,10 @@ def test_tuning_prefers_the_learning_rate_that_trains(task):
 
 
 def test_tables_and_plots(task, tmp_path):
-    results = [evaluation.evaluate(evaluation.baseline(name, 1e-2), task, 40, 2, eval_every=20, name=name)
-               for name in ("adam", "rmsprop")]
+    results = [
+        evaluation.evaluate(evaluation.baseline(name, 1e-2), task, 40, 2, eval_every=20, name=name)
+        for name in ("adam", "rmsprop")
+    ]
     table = evaluation.results_table(results, "adam")
     assert "| rmsprop |" in table and "vs adam" in table
     png = evaluation.plot_curves(results, tmp_path / "curves.png")
@@ -58,12 +61,23 @@ def test_tables_and_plots(task, tmp_path):
 def test_quickstart_pipeline_end_to_end(tmp_path):
     config = study.preset("quickstart")
     family = dataclasses.replace(config.meta.task_family, models=("mlp",), widths=(8,), batch_size=32)
-    meta = dataclasses.replace(config.meta, learned_optimizer=l2o_jax.GraphL2O(hidden=8, layers=1),
-                               task_family=family, estimator=FullUnrollBPTT(lengths=(10,), num_tasks=2))
-    tiny = dataclasses.replace(config, meta=meta, selection_task=dict(dataset="digits", model="mlp", width=8, depth=2),
-                               eval_task=dict(dataset="digits", model="mlp", width=16, depth=2, batch_size=32),
-                               selection_length=10, eval_steps=20, seeds=2, learning_rates=(1e-2, 1e-3),
-                               weight_decays=(0.0,)).with_overrides(outer_steps=4)
+    meta = dataclasses.replace(
+        config.meta,
+        learned_optimizer=l2o_jax.GraphL2O(hidden=8, layers=1),
+        task_family=family,
+        estimator=FullUnrollBPTT(lengths=(10,), num_tasks=2),
+    )
+    tiny = dataclasses.replace(
+        config,
+        meta=meta,
+        selection_task=dict(dataset="digits", model="mlp", width=8, depth=2),
+        eval_task=dict(dataset="digits", model="mlp", width=16, depth=2, batch_size=32),
+        selection_length=10,
+        eval_steps=20,
+        seeds=2,
+        learning_rates=(1e-2, 1e-3),
+        weight_decays=(0.0,),
+    ).with_overrides(outer_steps=4)
     summary = study.run_study(tiny, tmp_path, progress=False, log=lambda *_: None)
     for name in ("results.md", "accuracy.png", "results.json", "summary.json", "metrics.jsonl", "meta_training.png"):
         assert (tmp_path / name).exists(), name

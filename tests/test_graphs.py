@@ -33,9 +33,11 @@ class Conv1D(nn.Module):
 
 class NNXMLP(nnx.Module):
     def __init__(self, rngs):
-        self.layers = nnx.List([nnx.Linear(4, 6, rngs=rngs)] +
-                               [nnx.Linear(6, 6, rngs=rngs) for _ in range(10)] +
-                               [nnx.Linear(6, 2, rngs=rngs)])
+        self.layers = nnx.List(
+            [nnx.Linear(4, 6, rngs=rngs)]
+            + [nnx.Linear(6, 6, rngs=rngs) for _ in range(10)]
+            + [nnx.Linear(6, 2, rngs=rngs)]
+        )
 
     def __call__(self, x):
         for layer in self.layers:
@@ -109,9 +111,9 @@ def test_padding_is_centred_and_masked():
     edges, _ = graphs.tree_to_graph_arrays(params, spec)
     mask = spec.edge_kernel_mask
     assert np.all(np.asarray(edges)[~mask] == 0)
-    first = spec.kernel_mask[0].reshape(5, 5)       # 3x3 kernel inside a 5x5 window
+    first = spec.kernel_mask[0].reshape(5, 5)  # 3x3 kernel inside a 5x5 window
     assert first[1:4, 1:4].all() and first.sum() == 9
-    dense = spec.kernel_mask[-1].reshape(5, 5)      # dense layer: the centre cell
+    dense = spec.kernel_mask[-1].reshape(5, 5)  # dense layer: the centre cell
     assert dense[2, 2] and dense.sum() == 1
     assert spec.kernel_mask[2].reshape(5, 5)[2, 1:4].all()  # 1x3 kernel on the middle row
 
@@ -130,12 +132,15 @@ def test_explicit_order_and_chaining_error():
     assert spec.widths == (3, 4, 2)
 
 
-@pytest.mark.parametrize("params, match", [
-    ({"Dense_0": {"kernel": jnp.ones((3, 4))}, "BatchNorm_0": {"scale": jnp.ones(4)}}, "BatchNorm_0/scale"),
-    ({"Conv3D_0": {"kernel": jnp.ones((3, 3, 3, 1, 4))}}, "Conv3D_0/kernel"),
-    ({"Dense_0": {"kernel": jnp.ones((3, 4)), "bias": jnp.ones(5)}}, "Dense_0/bias"),
-    ({"Dense_0": {"kernel": jnp.ones((3, 4))}, "Dense_1": {"kernel": jnp.ones((5, 2))}}, "Dense_1"),
-])
+@pytest.mark.parametrize(
+    "params, match",
+    [
+        ({"Dense_0": {"kernel": jnp.ones((3, 4))}, "BatchNorm_0": {"scale": jnp.ones(4)}}, "BatchNorm_0/scale"),
+        ({"Conv3D_0": {"kernel": jnp.ones((3, 3, 3, 1, 4))}}, "Conv3D_0/kernel"),
+        ({"Dense_0": {"kernel": jnp.ones((3, 4)), "bias": jnp.ones(5)}}, "Dense_0/bias"),
+        ({"Dense_0": {"kernel": jnp.ones((3, 4))}, "Dense_1": {"kernel": jnp.ones((5, 2))}}, "Dense_1"),
+    ],
+)
 def test_unsupported_parameters_name_the_path(params, match):
     with pytest.raises(ValueError, match=match):
         graphs.graph_spec(params)
@@ -153,8 +158,9 @@ def test_permuting_hidden_neurons_gives_isomorphic_graph(name):
     np.testing.assert_array_equal(np.asarray(gp.nodes["features"]), np.asarray(g.nodes["features"])[p])
     np.testing.assert_array_equal(np.asarray(gp.edges["features"]), np.asarray(g.edges["features"])[q])
     # Same edge multiset: sorting the flattened edge features gives identical lists.
-    np.testing.assert_array_equal(np.sort(np.asarray(g.edges["features"]).ravel()),
-                                  np.sort(np.asarray(gp.edges["features"]).ravel()))
+    np.testing.assert_array_equal(
+        np.sort(np.asarray(g.edges["features"]).ravel()), np.sort(np.asarray(gp.edges["features"]).ravel())
+    )
     # The permutation actually moved something (so the assertions above could fail).
     assert not np.array_equal(np.asarray(gp.edges["features"]), np.asarray(g.edges["features"]))
 

@@ -11,7 +11,6 @@ from flax.training import train_state
 
 import l2o_jax
 from l2o_jax import graphs
-from l2o_jax.meta.unroll import UnrollConfig
 
 FAMILIES = {
     "gnn": (l2o_jax.GraphL2O(hidden=16, layers=2), l2o_jax.graph_l2o),
@@ -101,8 +100,10 @@ def test_graph_updates_see_other_layers():
 def test_200_jitted_steps_stay_finite_and_descend(family):
     config, factory = FAMILIES[family]
     meta = config.init(jax.random.key(0))
-    for model, shape in [(SmallCNN(width=4), (16, 6, 6, 1)),
-                         (nn.Sequential([nn.Dense(12), nn.tanh, nn.Dense(3)]), (16, 5))]:
+    for model, shape in [
+        (SmallCNN(width=4), (16, 6, 6, 1)),
+        (nn.Sequential([nn.Dense(12), nn.tanh, nn.Dense(3)]), (16, 5)),
+    ]:
         params, loss_fn = _problem(model, shape)
         tx = factory(meta)
 
@@ -125,8 +126,8 @@ def test_first_step_is_small_descent():
         tx = factory(config.init(jax.random.key(0)))
         updates, _ = tx.update(grads, tx.init(params), params)
         flat_u, flat_g = (jnp.concatenate([x.ravel() for x in jax.tree.leaves(t)]) for t in (updates, grads))
-        assert float(jnp.dot(flat_u, flat_g)) < 0, family          # a descent direction
-        assert float(jnp.abs(flat_u).max()) < 1e-2, family         # and a small step
+        assert float(jnp.dot(flat_u, flat_g)) < 0, family  # a descent direction
+        assert float(jnp.abs(flat_u).max()) < 1e-2, family  # and a small step
 
 
 def test_update_requires_params_and_ignores_unknown_extra_args():

@@ -6,8 +6,14 @@ import numpy as np
 import optax
 import pytest
 
-from l2o_jax.tasks import (CNN, MLP, Dataset, DatasetUnavailableError, TaskFamily, image_task,
-                           layer_activations, load_dataset)
+from l2o_jax.tasks import CNN
+from l2o_jax.tasks import MLP
+from l2o_jax.tasks import Dataset
+from l2o_jax.tasks import DatasetUnavailableError
+from l2o_jax.tasks import TaskFamily
+from l2o_jax.tasks import image_task
+from l2o_jax.tasks import layer_activations
+from l2o_jax.tasks import load_dataset
 
 
 def train(task, steps, learning_rate, seed=0):
@@ -32,7 +38,10 @@ def train(task, steps, learning_rate, seed=0):
 def test_digits_splits_dtypes_and_normalisation():
     data = load_dataset('digits')
     assert (data.train_x.shape, data.val_x.shape, data.test_x.shape) == (
-        (1197, 8, 8, 1), (300, 8, 8, 1), (300, 8, 8, 1))
+        (1197, 8, 8, 1),
+        (300, 8, 8, 1),
+        (300, 8, 8, 1),
+    )
     assert data.train_x.dtype == jnp.float32 and data.train_y.dtype == jnp.int32
     assert (data.input_shape, data.num_classes) == ((8, 8, 1), 10)
     assert data.mean.shape == data.std.shape == (1,)
@@ -45,8 +54,7 @@ def test_digits_splits_dtypes_and_normalisation():
 
 def test_mnist1d_shapes():
     data = load_dataset('mnist1d')
-    assert (data.train_x.shape, data.val_x.shape, data.test_x.shape) == (
-        (3500, 40, 1), (500, 40, 1), (1000, 40, 1))
+    assert (data.train_x.shape, data.val_x.shape, data.test_x.shape) == ((3500, 40, 1), (500, 40, 1), (1000, 40, 1))
     assert data.input_shape == (40, 1) and data.train_y.dtype == jnp.int32
 
 
@@ -88,7 +96,8 @@ def test_evaluate_masks_the_last_chunk():
     x, y = task.data.split('test')
     logits = task.apply(params, task.data.normalize(x[:700]))
     np.testing.assert_allclose(
-        metrics['loss'], optax.softmax_cross_entropy_with_integer_labels(logits, y[:700]).mean(), rtol=1e-5)
+        metrics['loss'], optax.softmax_cross_entropy_with_integer_labels(logits, y[:700]).mean(), rtol=1e-5
+    )
     np.testing.assert_allclose(metrics['accuracy'], (logits.argmax(-1) == y[:700]).mean(), rtol=1e-6)
 
 
@@ -129,8 +138,7 @@ def test_tfds_source_with_mock_data(tmp_path, name, shape, num_classes):
     with tfds.testing.mock_data(num_examples=20):
         data = load_dataset(name, data_dir=str(tmp_path))
     assert isinstance(data, Dataset)
-    assert (data.train_x.shape, data.val_x.shape, data.test_x.shape) == (
-        (18, *shape), (2, *shape), (20, *shape))
+    assert (data.train_x.shape, data.val_x.shape, data.test_x.shape) == ((18, *shape), (2, *shape), (20, *shape))
     assert data.train_x.dtype == jnp.uint8 and data.test_y.dtype == jnp.int32
     assert (data.input_shape, data.num_classes, data.mean.shape) == (shape, num_classes, (shape[-1],))
     assert int(data.train_y.max()) < num_classes

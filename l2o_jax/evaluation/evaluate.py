@@ -50,16 +50,27 @@ class EvalResult:
         """JSON-ready means and stds."""
         acc, acc_std = self.final_accuracy
         loss, loss_std = self.final_loss
-        return {"name": self.name, "split": self.split, "seeds": int(self.train_loss.shape[0]),
-                "steps": int(self.train_loss.shape[1]), "final_accuracy": acc, "final_accuracy_std": acc_std,
-                "final_loss": loss, "final_loss_std": loss_std,
-                "final_train_loss": float(self.train_loss[:, -10:].mean()),
-                "finite": bool(np.isfinite(self.train_loss).all() and np.isfinite(self.eval_loss).all())}
+        return {
+            "name": self.name,
+            "split": self.split,
+            "seeds": int(self.train_loss.shape[0]),
+            "steps": int(self.train_loss.shape[1]),
+            "final_accuracy": acc,
+            "final_accuracy_std": acc_std,
+            "final_loss": loss,
+            "final_loss_std": loss_std,
+            "final_train_loss": float(self.train_loss[:, -10:].mean()),
+            "finite": bool(np.isfinite(self.train_loss).all() and np.isfinite(self.eval_loss).all()),
+        }
 
     def to_json(self) -> dict:
-        return {**self.summary(), "eval_steps": self.eval_steps.tolist(),
-                "eval_accuracy": self.eval_accuracy.tolist(), "eval_loss": self.eval_loss.tolist(),
-                "train_loss_mean": self.train_loss.mean(0).tolist()}
+        return {
+            **self.summary(),
+            "eval_steps": self.eval_steps.tolist(),
+            "eval_accuracy": self.eval_accuracy.tolist(),
+            "eval_loss": self.eval_loss.tolist(),
+            "train_loss_mean": self.train_loss.mean(0).tolist(),
+        }
 
 
 def _training_run(make_tx: Callable, task, steps: int, eval_every: int, split: str, max_eval_examples: int):
@@ -84,17 +95,29 @@ def _training_run(make_tx: Callable, task, steps: int, eval_every: int, split: s
             return carry, (losses, metrics["loss"], metrics["accuracy"])
 
         first = task.evaluate(params, split, max_examples=max_eval_examples)
-        _, (losses, eval_loss, eval_acc) = jax.lax.scan(chunk, (params, tx.init(params)),
-                                                        jax.random.split(run_key, steps // eval_every))
-        return (losses.reshape(-1), jnp.concatenate([first["loss"][None], eval_loss]),
-                jnp.concatenate([first["accuracy"][None], eval_acc]))
+        _, (losses, eval_loss, eval_acc) = jax.lax.scan(
+            chunk, (params, tx.init(params)), jax.random.split(run_key, steps // eval_every)
+        )
+        return (
+            losses.reshape(-1),
+            jnp.concatenate([first["loss"][None], eval_loss]),
+            jnp.concatenate([first["accuracy"][None], eval_acc]),
+        )
 
     return run
 
 
-def evaluate(optimizer: optax.GradientTransformation, task, steps: int, seeds: int | tuple = 5, *,
-             name: str = "optimizer", eval_every: int = 10, split: str = "test",
-             max_eval_examples: int = 2048) -> EvalResult:
+def evaluate(
+    optimizer: optax.GradientTransformation,
+    task,
+    steps: int,
+    seeds: int | tuple = 5,
+    *,
+    name: str = "optimizer",
+    eval_every: int = 10,
+    split: str = "test",
+    max_eval_examples: int = 2048,
+) -> EvalResult:
     """Trains fresh optimizees of ``task`` with ``optimizer`` for ``steps`` steps over ``seeds``, jitted and
     vmapped over seeds, scoring ``split`` every ``eval_every`` steps.
 
@@ -116,8 +139,14 @@ def evaluate(optimizer: optax.GradientTransformation, task, steps: int, seeds: i
     run = _training_run(lambda _: optimizer, task, steps, eval_every, split, max_eval_examples)
     keys = jnp.stack([jax.random.key(s) for s in seeds])
     losses, eval_loss, eval_acc = jax.jit(jax.vmap(lambda k: run(k, None)))(keys)
-    return EvalResult(name=name, train_loss=np.asarray(losses), eval_steps=np.arange(0, steps + 1, eval_every),
-                      eval_loss=np.asarray(eval_loss), eval_accuracy=np.asarray(eval_acc), split=split)
+    return EvalResult(
+        name=name,
+        train_loss=np.asarray(losses),
+        eval_steps=np.arange(0, steps + 1, eval_every),
+        eval_loss=np.asarray(eval_loss),
+        eval_accuracy=np.asarray(eval_acc),
+        split=split,
+    )
 
 
 BASELINES = {
@@ -151,9 +180,17 @@ class TuningResult:
         return baseline(self.name, self.learning_rate, self.weight_decay)
 
 
-def tune_baseline(name: str, task, steps: int, *, seeds: int = 2, learning_rates=PAPER_LEARNING_RATES,
-                  weight_decays=PAPER_WEIGHT_DECAYS, eval_every: int = 10, max_eval_examples: int = 2048
-                  ) -> TuningResult:
+def tune_baseline(
+    name: str,
+    task,
+    steps: int,
+    *,
+    seeds: int = 2,
+    learning_rates=PAPER_LEARNING_RATES,
+    weight_decays=PAPER_WEIGHT_DECAYS,
+    eval_every: int = 10,
+    max_eval_examples: int = 2048,
+) -> TuningResult:
     """Grid search of a baseline's learning rate x weight decay, scored by final validation accuracy (ties: loss).
 
     The whole grid and all seeds run in one compiled, vmapped program (the hyperparameters are traced).
@@ -166,8 +203,14 @@ def tune_baseline(name: str, task, steps: int, *, seeds: int = 2, learning_rates
         raise ValueError(f"unknown baseline {name!r}; available: {sorted(BASELINES)}.")
     grid = list(itertools.product(learning_rates, weight_decays))
     hyper = jnp.asarray(grid, jnp.float32)
-    run = _training_run(lambda h: optax.inject_hyperparams(BASELINES[name])(h[0], h[1]), task, steps, eval_every,
-                        "validation", max_eval_examples)
+    run = _training_run(
+        lambda h: optax.inject_hyperparams(BASELINES[name])(h[0], h[1]),
+        task,
+        steps,
+        eval_every,
+        "validation",
+        max_eval_examples,
+    )
     keys = jnp.stack([jax.random.key(10_000 + s) for s in range(seeds)])
     per_config = jax.vmap(lambda h: jax.vmap(lambda k: run(k, h))(keys))
     _, eval_loss, eval_acc = jax.jit(per_config)(hyper)
@@ -175,8 +218,10 @@ def tune_baseline(name: str, task, steps: int, *, seeds: int = 2, learning_rates
     loss = np.asarray(eval_loss[:, :, -1]).mean(1)
     acc = np.where(np.isfinite(acc) & np.isfinite(loss), acc, -np.inf)
     best = max(range(len(grid)), key=lambda i: (acc[i], -loss[i] if np.isfinite(loss[i]) else -np.inf))
-    scores = [{"learning_rate": lr, "weight_decay": wd, "val_accuracy": float(a), "val_loss": float(l)}
-              for (lr, wd), a, l in zip(grid, acc, loss)]
+    scores = [
+        {"learning_rate": lr, "weight_decay": wd, "val_accuracy": float(a), "val_loss": float(l)}
+        for (lr, wd), a, l in zip(grid, acc, loss)
+    ]
     return TuningResult(name=name, learning_rate=grid[best][0], weight_decay=grid[best][1], scores=scores)
 
 
@@ -199,8 +244,10 @@ def results_table(results: list[EvalResult], baseline_name: str | None = None) -
     rows = [head, rule]
     for r in results:
         s = r.summary()
-        row = (f"| {r.name} | {100 * s['final_accuracy']:.2f} ± {100 * s['final_accuracy_std']:.2f} | "
-               f"{s['final_loss']:.4f} ± {s['final_loss_std']:.4f} | {s['final_train_loss']:.4f} |")
+        row = (
+            f"| {r.name} | {100 * s['final_accuracy']:.2f} ± {100 * s['final_accuracy_std']:.2f} | "
+            f"{s['final_loss']:.4f} ± {s['final_loss_std']:.4f} | {s['final_train_loss']:.4f} |"
+        )
         if base is not None:
             row += f" {100 * (s['final_accuracy'] - base.final_accuracy[0]):+.2f} |"
         rows.append(row)

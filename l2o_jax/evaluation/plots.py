@@ -10,8 +10,10 @@ import numpy as np
 
 def _pyplot():
     import matplotlib
+
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+
     return plt
 
 
@@ -39,8 +41,15 @@ def plot_curves(results: Sequence, path: str | os.PathLike, *, metric: str = "ac
     return os.fspath(path)
 
 
-def plot_advantage(xs: Sequence, advantages: dict[str, tuple[Sequence[float], Sequence[float]]],
-                   path: str | os.PathLike, *, xlabel: str, reference: float | None = None, title: str = "") -> str:
+def plot_advantage(
+    xs: Sequence,
+    advantages: dict[str, tuple[Sequence[float], Sequence[float]]],
+    path: str | os.PathLike,
+    *,
+    xlabel: str,
+    reference: float | None = None,
+    title: str = "",
+) -> str:
     """Advantage over a baseline (mean ± std) against a sweep variable (width, depth), one line per optimizer.
 
     Args:

@@ -9,7 +9,8 @@ import jax.numpy as jnp
 import jraph
 import numpy as np
 
-from l2o_jax.graphs.spec import GraphSpec, graph_spec
+from l2o_jax.graphs.spec import GraphSpec
+from l2o_jax.graphs.spec import graph_spec
 
 
 def _as_2d_spatial(kernel: jax.Array, layer) -> jax.Array:
@@ -25,15 +26,19 @@ def _has_channels(leaves, spec: GraphSpec) -> bool:
         return False
     if first.shape[:-1] == expected:
         return True
-    raise ValueError(f"params_to_graph: leaf {'/'.join(map(str, spec.leaf_paths[spec.layers[0].kernel_leaf]))!r} has "
-                     f"shape {first.shape}; expected {expected} or {expected} + (channels,).")
+    raise ValueError(
+        f"params_to_graph: leaf {'/'.join(map(str, spec.leaf_paths[spec.layers[0].kernel_leaf]))!r} has "
+        f"shape {first.shape}; expected {expected} or {expected} + (channels,)."
+    )
 
 
 def _check_structure(tree, spec: GraphSpec) -> list:
     leaves, treedef = jax.tree_util.tree_flatten(tree)
     if treedef != spec.treedef:
-        raise ValueError(f"params_to_graph: the pytree's structure {treedef} differs from the structure the "
-                         f"GraphSpec was built for {spec.treedef}.")
+        raise ValueError(
+            f"params_to_graph: the pytree's structure {treedef} differs from the structure the "
+            f"GraphSpec was built for {spec.treedef}."
+        )
     return leaves
 
 
@@ -91,21 +96,23 @@ def graph_to_params(edge_values: jax.Array, node_values: jax.Array, spec: GraphS
     """
     extra = edge_values.shape[2:]
     if edge_values.shape[:2] != (spec.n_edge, spec.kernel_size) or node_values.shape[:1] != (spec.n_node,):
-        raise ValueError(f"graph_to_params: got edges {edge_values.shape} and nodes {node_values.shape}, expected "
-                         f"({spec.n_edge}, {spec.kernel_size}, ...) and ({spec.n_node}, ...) for {spec}.")
+        raise ValueError(
+            f"graph_to_params: got edges {edge_values.shape} and nodes {node_values.shape}, expected "
+            f"({spec.n_edge}, {spec.kernel_size}, ...) and ({spec.n_node}, ...) for {spec}."
+        )
     kh, kw = spec.window
     leaves = [None] * len(spec.leaf_shapes)
     edge_off, node_off = spec.edge_offsets, spec.node_offsets
     for l, layer in enumerate(spec.layers):
-        block = edge_values[edge_off[l]:edge_off[l + 1]].reshape((layer.fan_in, layer.fan_out, kh, kw) + extra)
+        block = edge_values[edge_off[l] : edge_off[l + 1]].reshape((layer.fan_in, layer.fan_out, kh, kw) + extra)
         block = jnp.moveaxis(block, (2, 3), (0, 1))
         shape = spec.leaf_shapes[layer.kernel_leaf]
         h, w = ((1,) * (2 - len(layer.spatial)) + layer.spatial) if layer.spatial else (1, 1)
         top, left = (kh - h) // 2, (kw - w) // 2
-        block = block[top:top + h, left:left + w]
+        block = block[top : top + h, left : left + w]
         leaves[layer.kernel_leaf] = block.reshape(shape + extra).astype(spec.leaf_dtypes[layer.kernel_leaf])
         if layer.bias_leaf is not None:
-            bias = node_values[node_off[l + 1]:node_off[l + 2]]
+            bias = node_values[node_off[l + 1] : node_off[l + 2]]
             leaves[layer.bias_leaf] = bias.astype(spec.leaf_dtypes[layer.bias_leaf])
     return jax.tree_util.tree_unflatten(spec.treedef, leaves)
 
@@ -141,16 +148,30 @@ def params_to_graph(params, spec: GraphSpec | None = None) -> jraph.GraphsTuple:
     spec = graph_spec(params) if spec is None else spec
     edge_values, node_values = tree_to_graph_arrays(params, spec)
     return jraph.GraphsTuple(
-        nodes={"features": node_values, "layer": spec.node_layer, "role": spec.node_role,
-               "position": spec.node_position, "activation": spec.node_activation},
-        edges={"features": edge_values, "layer": spec.edge_layer, "kind": spec.edge_kind,
-               "kernel_mask": spec.edge_kernel_mask},
-        senders=spec.senders, receivers=spec.receivers,
-        n_node=np.array([spec.n_node]), n_edge=np.array([spec.n_edge]), globals=None)
+        nodes={
+            "features": node_values,
+            "layer": spec.node_layer,
+            "role": spec.node_role,
+            "position": spec.node_position,
+            "activation": spec.node_activation,
+        },
+        edges={
+            "features": edge_values,
+            "layer": spec.edge_layer,
+            "kind": spec.edge_kind,
+            "kernel_mask": spec.edge_kernel_mask,
+        },
+        senders=spec.senders,
+        receivers=spec.receivers,
+        n_node=np.array([spec.n_node]),
+        n_edge=np.array([spec.n_edge]),
+        globals=None,
+    )
 
 
-def batch_graphs(graphs: Sequence[jraph.GraphsTuple], *, n_node: int, n_edge: int, n_graph: int | None = None
-                 ) -> tuple[jraph.GraphsTuple, dict[str, jax.Array]]:
+def batch_graphs(
+    graphs: Sequence[jraph.GraphsTuple], *, n_node: int, n_edge: int, n_graph: int | None = None
+) -> tuple[jraph.GraphsTuple, dict[str, jax.Array]]:
     """Batches neural graphs of different architectures into one padded ``GraphsTuple`` of static size.
 
     Graphs must share the edge-feature shape (build their specs with the same ``window``). Padding follows
@@ -169,16 +190,23 @@ def batch_graphs(graphs: Sequence[jraph.GraphsTuple], *, n_node: int, n_edge: in
     """
     shapes = {g.edges["features"].shape[1:] for g in graphs}
     if len(shapes) != 1:
-        raise ValueError(f"batch_graphs: edge features differ in shape {sorted(shapes)}; build every spec with "
-                         "the same window=(h, w).")
+        raise ValueError(
+            f"batch_graphs: edge features differ in shape {sorted(shapes)}; build every spec with "
+            "the same window=(h, w)."
+        )
     n_graph = len(graphs) + 1 if n_graph is None else n_graph
     total_nodes = sum(int(g.n_node.sum()) for g in graphs)
     total_edges = sum(int(g.n_edge.sum()) for g in graphs)
     if total_nodes >= n_node or total_edges > n_edge or len(graphs) >= n_graph:
-        raise ValueError(f"batch_graphs: budgets n_node={n_node}, n_edge={n_edge}, n_graph={n_graph} are too "
-                         f"small for {len(graphs)} graphs with {total_nodes} nodes and {total_edges} edges "
-                         "(one padding node and graph are needed).")
+        raise ValueError(
+            f"batch_graphs: budgets n_node={n_node}, n_edge={n_edge}, n_graph={n_graph} are too "
+            f"small for {len(graphs)} graphs with {total_nodes} nodes and {total_edges} edges "
+            "(one padding node and graph are needed)."
+        )
     padded = jraph.pad_with_graphs(jraph.batch(list(graphs)), n_node=n_node, n_edge=n_edge, n_graph=n_graph)
-    masks = {"node": jraph.get_node_padding_mask(padded), "edge": jraph.get_edge_padding_mask(padded),
-             "graph": jraph.get_graph_padding_mask(padded)}
+    masks = {
+        "node": jraph.get_node_padding_mask(padded),
+        "edge": jraph.get_edge_padding_mask(padded),
+        "graph": jraph.get_graph_padding_mask(padded),
+    }
     return padded, masks

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import dataclasses
 import re
-from typing import Any, Sequence
+from typing import Any
+from typing import Sequence
 
 import jax
 import numpy as np
@@ -126,8 +127,10 @@ class GraphSpec:
         return int(sum(np.prod(s) for s in self.leaf_shapes))
 
     def __repr__(self) -> str:
-        return (f"GraphSpec(widths={self.widths}, n_node={self.n_node}, n_edge={self.n_edge}, "
-                f"window={self.window}, layers={[layer.name for layer in self.layers]})")
+        return (
+            f"GraphSpec(widths={self.widths}, n_node={self.n_node}, n_edge={self.n_edge}, "
+            f"window={self.window}, layers={[layer.name for layer in self.layers]})"
+        )
 
 
 def path_to_str(path: Sequence) -> str:
@@ -171,7 +174,8 @@ def _group_layers(paths: list[tuple], shapes: list[tuple]) -> dict[tuple, dict[s
             raise ValueError(
                 f"graph_spec: unsupported parameter {path_to_str(path)!r} with shape {shape}: only 'kernel' and "
                 "'bias' leaves of Dense/Conv layers can be read (normalisation scales, embeddings and the like "
-                "are not part of a neural graph).")
+                "are not part of a neural graph)."
+            )
         groups.setdefault(path[:-1], {})[leaf] = i
     for parent, leaves in groups.items():
         if "kernel" not in leaves:
@@ -189,14 +193,25 @@ def _layer_from_shapes(parent: tuple, leaves: dict[str, int], shapes: list[tuple
     else:
         raise ValueError(
             f"graph_spec: kernel {where!r} has shape {kernel_shape}; supported are dense (in, out) and 1-D/2-D "
-            "conv kernels (k, in, out) / (kh, kw, in, out).")
+            "conv kernels (k, in, out) / (kh, kw, in, out)."
+        )
     fan_in, fan_out = kernel_shape[-2:]
     bias = leaves.get("bias")
     if bias is not None and shapes[bias] != (fan_out,):
-        raise ValueError(f"graph_spec: bias {path_to_str(parent + ('bias',))!r} has shape {shapes[bias]}, "
-                         f"expected ({fan_out},) to match kernel {where!r} of shape {kernel_shape}.")
-    return LayerSpec(path=parent, kernel_leaf=leaves["kernel"], bias_leaf=bias, kind=kind,
-                     fan_in=int(fan_in), fan_out=int(fan_out), spatial=spatial, activation=activation)
+        raise ValueError(
+            f"graph_spec: bias {path_to_str(parent + ('bias',))!r} has shape {shapes[bias]}, "
+            f"expected ({fan_out},) to match kernel {where!r} of shape {kernel_shape}."
+        )
+    return LayerSpec(
+        path=parent,
+        kernel_leaf=leaves["kernel"],
+        bias_leaf=bias,
+        kind=kind,
+        fan_in=int(fan_in),
+        fan_out=int(fan_out),
+        spatial=spatial,
+        activation=activation,
+    )
 
 
 def _resolve_activations(activations, n_layers: int) -> tuple[str, ...]:
@@ -218,8 +233,9 @@ def _window(layers: Sequence[LayerSpec], window) -> tuple[int, int]:
     window = tuple(int(w) for w in window)
     if len(window) != 2 or window[0] < needed[0] or window[1] < needed[1]:
         big = [l.name for l, s in zip(layers, as_2d) if s[0] > window[0] or s[1] > window[1]]
-        raise ValueError(f"graph_spec: kernel window {window} is smaller than the kernels of layers {big} "
-                         f"(need at least {needed}).")
+        raise ValueError(
+            f"graph_spec: kernel window {window} is smaller than the kernels of layers {big} (need at least {needed})."
+        )
     return window
 
 
@@ -227,7 +243,7 @@ def _kernel_mask(layer: LayerSpec, window: tuple[int, int]) -> np.ndarray:
     spatial = (1,) * (2 - len(layer.spatial)) + layer.spatial if layer.spatial else (1, 1)
     mask = np.zeros(window, bool)
     top, left = (window[0] - spatial[0]) // 2, (window[1] - spatial[1]) // 2
-    mask[top:top + spatial[0], left:left + spatial[1]] = True
+    mask[top : top + spatial[0], left : left + spatial[1]] = True
     return mask.reshape(-1)
 
 
@@ -237,10 +253,13 @@ def _check_chaining(layers: Sequence[LayerSpec]) -> None:
             raise ValueError(
                 f"graph_spec: layer {layer.name!r} takes {layer.fan_in} inputs but the layer before it, "
                 f"{prev.name!r}, has {prev.fan_out} outputs. Pass order=[...] with the layer paths in forward "
-                "order if the natural order of the names is not the forward order.")
+                "order if the natural order of the names is not the forward order."
+            )
         if prev.kind == "dense" and layer.kind == "conv":
-            raise ValueError(f"graph_spec: conv layer {layer.name!r} follows dense layer {prev.name!r}; only "
-                             "conv layers followed by (global pooling and) dense layers are supported.")
+            raise ValueError(
+                f"graph_spec: conv layer {layer.name!r} follows dense layer {prev.name!r}; only "
+                "conv layers followed by (global pooling and) dense layers are supported."
+            )
 
 
 def _order_layers(groups: dict, order) -> list[tuple]:
@@ -251,8 +270,10 @@ def _order_layers(groups: dict, order) -> list[tuple]:
     unknown = [w for w in wanted if w not in by_name]
     missing = [n for n in by_name if n not in wanted]
     if unknown or missing:
-        raise ValueError(f"graph_spec: order= names unknown layers {unknown} and leaves out {missing}; "
-                         f"the layers are {sorted(by_name)}.")
+        raise ValueError(
+            f"graph_spec: order= names unknown layers {unknown} and leaves out {missing}; "
+            f"the layers are {sorted(by_name)}."
+        )
     return [by_name[w] for w in wanted]
 
 
@@ -315,12 +336,25 @@ def _build_spec(layers, treedef, shapes, dtypes, paths, window) -> GraphSpec:
     role[node_layer == 0] = ROLE_INPUT
     role[node_layer == n_layers] = ROLE_OUTPUT
     position = np.concatenate([np.arange(w) if l in (0, n_layers) else np.full(w, -1) for l, w in enumerate(widths)])
-    node_act = np.concatenate([np.full(widths[0], _category("linear"))] +
-                              [np.full(layer.fan_out, _category(layer.activation)) for layer in layers])
+    node_act = np.concatenate(
+        [np.full(widths[0], _category("linear"))]
+        + [np.full(layer.fan_out, _category(layer.activation)) for layer in layers]
+    )
     as_i32 = lambda parts: np.concatenate(parts).astype(np.int32)
     return GraphSpec(
-        layers=layers, treedef=treedef, leaf_shapes=shapes, leaf_dtypes=dtypes, leaf_paths=paths, window=window,
-        senders=as_i32(senders), receivers=as_i32(receivers), node_layer=node_layer.astype(np.int32),
-        node_role=role.astype(np.int32), node_position=position.astype(np.int32),
-        node_activation=node_act.astype(np.int32), edge_layer=as_i32(edge_layer), edge_kind=as_i32(edge_kind),
-        kernel_mask=np.stack([_kernel_mask(layer, window) for layer in layers]))
+        layers=layers,
+        treedef=treedef,
+        leaf_shapes=shapes,
+        leaf_dtypes=dtypes,
+        leaf_paths=paths,
+        window=window,
+        senders=as_i32(senders),
+        receivers=as_i32(receivers),
+        node_layer=node_layer.astype(np.int32),
+        node_role=role.astype(np.int32),
+        node_position=position.astype(np.int32),
+        node_activation=node_act.astype(np.int32),
+        edge_layer=as_i32(edge_layer),
+        edge_kind=as_i32(edge_kind),
+        kernel_mask=np.stack([_kernel_mask(layer, window) for layer in layers]),
+    )

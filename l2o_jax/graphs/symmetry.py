@@ -15,8 +15,10 @@ from l2o_jax.graphs.spec import GraphSpec
 
 def _hidden_layer(spec: GraphSpec, layer: int) -> None:
     if not 1 <= layer < len(spec.layers):
-        raise ValueError(f"hidden layer index must be in [1, {len(spec.layers) - 1}] for {spec}, got {layer}: "
-                         "input and output neurons are not interchangeable.")
+        raise ValueError(
+            f"hidden layer index must be in [1, {len(spec.layers) - 1}] for {spec}, got {layer}: "
+            "input and output neurons are not interchangeable."
+        )
 
 
 def _transform_hidden(params, spec: GraphSpec, layer: int, out_fn, in_fn):
@@ -54,8 +56,13 @@ def scale_hidden_neurons(params, spec: GraphSpec, layer: int, scale) -> object:
       >>> rescaled = scale_hidden_neurons(params, spec, 1, jnp.full(spec.widths[1], 2.0))
     """
     scale = jnp.asarray(scale)
-    return _transform_hidden(params, spec, layer, lambda x, axis: jnp.moveaxis(jnp.moveaxis(x, axis, -1) * scale, -1, axis),
-                             lambda x, axis: jnp.moveaxis(jnp.moveaxis(x, axis, -1) / scale, -1, axis))
+    return _transform_hidden(
+        params,
+        spec,
+        layer,
+        lambda x, axis: jnp.moveaxis(jnp.moveaxis(x, axis, -1) * scale, -1, axis),
+        lambda x, axis: jnp.moveaxis(jnp.moveaxis(x, axis, -1) / scale, -1, axis),
+    )
 
 
 def node_permutation(spec: GraphSpec, layer: int, perm) -> np.ndarray:
@@ -69,7 +76,7 @@ def node_permutation(spec: GraphSpec, layer: int, perm) -> np.ndarray:
     _hidden_layer(spec, layer)
     p = np.arange(spec.n_node)
     start = spec.node_offsets[layer]
-    p[start:start + len(perm)] = start + np.asarray(perm)
+    p[start : start + len(perm)] = start + np.asarray(perm)
     return p
 
 
@@ -82,5 +89,9 @@ def edge_permutation(spec: GraphSpec, layer: int, perm) -> np.ndarray:
     p = node_permutation(spec, layer, perm)
     l = spec.edge_layer - 1
     fan_out = np.array([x.fan_out for x in spec.layers])[l]
-    return (spec.edge_offsets[l] + (p[spec.senders] - spec.node_offsets[l]) * fan_out
-            + p[spec.receivers] - spec.node_offsets[l + 1])
+    return (
+        spec.edge_offsets[l]
+        + (p[spec.senders] - spec.node_offsets[l]) * fan_out
+        + p[spec.receivers]
+        - spec.node_offsets[l + 1]
+    )

@@ -14,7 +14,8 @@ small, descent step (Adam's at ``init_lr``) and meta-training learns how to depa
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, NamedTuple
+from typing import Any
+from typing import NamedTuple
 
 import flax.linen as nn
 import jax
@@ -83,8 +84,12 @@ class OutputConfig:
 
 def output_head(features: int, config: OutputConfig, name: str = "output") -> nn.Dense:
     """The final Dense layer of every meta-network: ``features`` channels, near-zero initial weights."""
-    return nn.Dense(features, kernel_init=nn.initializers.normal(config.output_init_scale),
-                    bias_init=nn.initializers.zeros, name=name)
+    return nn.Dense(
+        features,
+        kernel_init=nn.initializers.normal(config.output_init_scale),
+        bias_init=nn.initializers.zeros,
+        name=name,
+    )
 
 
 class L2OState(NamedTuple):
@@ -96,8 +101,12 @@ class L2OState(NamedTuple):
 
 def _tiny_params() -> dict:
     """A 3-4-2 MLP's parameters: the stand-in optimizee used to initialise meta-networks."""
-    return {"params": {"Dense_0": {"kernel": jnp.zeros((3, 4)), "bias": jnp.zeros(4)},
-                       "Dense_1": {"kernel": jnp.zeros((4, 2)), "bias": jnp.zeros(2)}}}
+    return {
+        "params": {
+            "Dense_0": {"kernel": jnp.zeros((3, 4)), "bias": jnp.zeros(4)},
+            "Dense_1": {"kernel": jnp.zeros((4, 2)), "bias": jnp.zeros(2)},
+        }
+    }
 
 
 @dataclasses.dataclass(frozen=True)
@@ -144,8 +153,9 @@ class LearnedOptimizer:
         feats = parameter_features(params, params, update_feature_state(state, params, self.features), self.features)
         glob = global_features(state.count, None, self.features)
         variables = self.network().init(key, feats, glob, self.network_context(params), self.initial_recurrent(params))
-        return MetaParams(arrays={"net": variables["params"], "log_lr": jnp.log(jnp.float32(self.output.init_lr))},
-                          config=self)
+        return MetaParams(
+            arrays={"net": variables["params"], "log_lr": jnp.log(jnp.float32(self.output.init_lr))}, config=self
+        )
 
     def transform(self, meta_params: MetaParams, **options) -> optax.GradientTransformationExtraArgs:
         """This learned optimizer as an optax transformation (see ``learned_transform``)."""
@@ -154,12 +164,16 @@ class LearnedOptimizer:
 
 def _check_meta_params(meta_params, expected: type | None = None) -> MetaParams:
     if not isinstance(meta_params, MetaParams):
-        raise TypeError(f"expected l2o_jax MetaParams (from e.g. GraphL2O().init(key) or load_meta_params), got "
-                        f"{type(meta_params).__name__}.")
+        raise TypeError(
+            f"expected l2o_jax MetaParams (from e.g. GraphL2O().init(key) or load_meta_params), got "
+            f"{type(meta_params).__name__}."
+        )
     if expected is not None and not isinstance(meta_params.config, expected):
-        raise TypeError(f"these meta-parameters belong to {type(meta_params.config).__name__}, not "
-                        f"{expected.__name__}; use {type(meta_params.config).__name__}'s factory or "
-                        "meta_params.transform().")
+        raise TypeError(
+            f"these meta-parameters belong to {type(meta_params.config).__name__}, not "
+            f"{expected.__name__}; use {type(meta_params.config).__name__}'s factory or "
+            "meta_params.transform()."
+        )
     return meta_params
 
 
@@ -185,14 +199,17 @@ def learned_transform(meta_params: MetaParams, **options) -> optax.GradientTrans
     network = config.network()
 
     def init_fn(params):
-        return L2OState(features=init_feature_state(params, config.features),
-                        recurrent=config.initial_recurrent(params))
+        return L2OState(
+            features=init_feature_state(params, config.features), recurrent=config.initial_recurrent(params)
+        )
 
     def update_fn(updates, state, params=None, *, value=None, **extra_args):
         del extra_args
         if params is None:
-            raise ValueError(f"{type(config).__name__}'s update needs the current parameters: call "
-                             "tx.update(grads, state, params) (learned optimizers read the weights).")
+            raise ValueError(
+                f"{type(config).__name__}'s update needs the current parameters: call "
+                "tx.update(grads, state, params) (learned optimizers read the weights)."
+            )
         features = update_feature_state(state.features, updates, config.features)
         feats = parameter_features(params, updates, features, config.features)
         glob = global_features(features.count, value, config.features)

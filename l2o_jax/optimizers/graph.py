@@ -44,8 +44,11 @@ def io_position_ids(spec: graphs.GraphSpec, max_positions: int) -> np.ndarray:
     neuron the same id ``2*max_positions``: hidden neurons must stay interchangeable.
     """
     position = np.minimum(spec.node_position, max_positions - 1)
-    return np.where(spec.node_role == graphs.ROLE_INPUT, position,
-                    np.where(spec.node_role == graphs.ROLE_OUTPUT, max_positions + position, 2 * max_positions))
+    return np.where(
+        spec.node_role == graphs.ROLE_INPUT,
+        position,
+        np.where(spec.node_role == graphs.ROLE_OUTPUT, max_positions + position, 2 * max_positions),
+    )
 
 
 class GraphNet(nn.Module):
@@ -67,21 +70,29 @@ class GraphNet(nn.Module):
             feats = jax.tree.map(lambda f, r: jnp.concatenate([f, r], -1), feats, unflatten_features(h, how))
         edge_x, node_x = graphs.tree_to_graph_arrays(feats, spec)
         d = self.hidden
-        cells = MLP((d,), final_activation=True, name="cell_encoder")(edge_x)          # (E, K, d)
+        cells = MLP((d,), final_activation=True, name="cell_encoder")(edge_x)  # (E, K, d)
         mask = jnp.asarray(spec.edge_kernel_mask, cells.dtype)[..., None]
         edges = (cells * mask).sum(1) / mask.sum(1)
         edges = edges + nn.Embed(len(graphs.LAYER_KINDS), d, name="edge_kind")(spec.edge_kind)
         node_enc = MLP((d,), final_activation=True, name="node_encoder")(node_x)
-        nodes = (node_enc + nn.Embed(3, d, name="role")(spec.node_role)
-                 + nn.Embed(len(graphs.ACTIVATION_CATEGORIES), d, name="activation")(spec.node_activation)
-                 + nn.Embed(2 * self.max_io_positions + 1, d, name="io_position")(
-                     io_position_ids(spec, self.max_io_positions)))
+        nodes = (
+            node_enc
+            + nn.Embed(3, d, name="role")(spec.node_role)
+            + nn.Embed(len(graphs.ACTIVATION_CATEGORIES), d, name="activation")(spec.node_activation)
+            + nn.Embed(2 * self.max_io_positions + 1, d, name="io_position")(
+                io_position_ids(spec, self.max_io_positions)
+            )
+        )
         g = nn.Dense(d, name="globals")(glob)
         nodes, edges = self._body()(nodes + g, edges + g, spec.senders, spec.receivers)
         edge_in = jnp.concatenate([jnp.broadcast_to(edges[:, None], cells.shape), cells], -1)
-        edge_out = output_head(2, self.output, "edge_output")(MLP((d,), final_activation=True, name="edge_decoder")(edge_in))
+        edge_out = output_head(2, self.output, "edge_output")(
+            MLP((d,), final_activation=True, name="edge_decoder")(edge_in)
+        )
         node_in = jnp.concatenate([nodes, node_enc], -1)
-        node_out = output_head(2, self.output, "node_output")(MLP((d,), final_activation=True, name="node_decoder")(node_in))
+        node_out = output_head(2, self.output, "node_output")(
+            MLP((d,), final_activation=True, name="node_decoder")(node_in)
+        )
         return graphs.graph_to_params(edge_out, node_out, _float_spec(spec)), recurrent
 
     def _body(self) -> nn.Module:
@@ -108,8 +119,15 @@ class _GraphFamily(LearnedOptimizer):
     recurrent_hidden = 0
 
     def network(self) -> nn.Module:
-        return GraphNet(self.hidden, self.layers, self.body, self.num_heads, self.recurrent_hidden,
-                        self.max_io_positions, self.output)
+        return GraphNet(
+            self.hidden,
+            self.layers,
+            self.body,
+            self.num_heads,
+            self.recurrent_hidden,
+            self.max_io_positions,
+            self.output,
+        )
 
     def network_context(self, params, activations=None, order=None) -> graphs.GraphSpec:
         return graphs.graph_spec(params, activations=activations, order=order)
@@ -199,8 +217,9 @@ def transformer_l2o(meta_params: MetaParams, *, activations=None, order=None) ->
     return _check_meta_params(meta_params, TransformerL2O).transform(activations=activations, order=order)
 
 
-def recurrent_graph_l2o(meta_params: MetaParams, *, activations=None, order=None
-                        ) -> optax.GradientTransformationExtraArgs:
+def recurrent_graph_l2o(
+    meta_params: MetaParams, *, activations=None, order=None
+) -> optax.GradientTransformationExtraArgs:
     """RecurrentGNN as an optax transformation; see ``graph_l2o``.
 
     Example:

@@ -89,8 +89,8 @@ def load_dataset(name: str, *, data_dir: str | None = None, download: bool = Fal
     """
     if name not in EMBEDDED_DATASETS + TFDS_DATASETS:
         raise ValueError(
-            f'Unknown dataset {name!r}; available: {EMBEDDED_DATASETS + TFDS_DATASETS} '
-            f'(offline: {EMBEDDED_DATASETS}).')
+            f'Unknown dataset {name!r}; available: {EMBEDDED_DATASETS + TFDS_DATASETS} (offline: {EMBEDDED_DATASETS}).'
+        )
     if name in EMBEDDED_DATASETS:
         data_dir, download = None, False
     return _load_cached(name, data_dir, download)
@@ -113,11 +113,18 @@ def _make_dataset(name: str, num_classes: int, splits) -> Dataset:
     mean, std = _channel_stats(train_x)
     as_y = lambda y: jnp.asarray(y, jnp.int32)
     return Dataset(
-        train_x=jnp.asarray(train_x), train_y=as_y(train_y),
-        val_x=jnp.asarray(val_x), val_y=as_y(val_y),
-        test_x=jnp.asarray(test_x), test_y=as_y(test_y),
-        mean=jnp.asarray(mean), std=jnp.asarray(std),
-        name=name, num_classes=num_classes, input_shape=tuple(train_x.shape[1:]))
+        train_x=jnp.asarray(train_x),
+        train_y=as_y(train_y),
+        val_x=jnp.asarray(val_x),
+        val_y=as_y(val_y),
+        test_x=jnp.asarray(test_x),
+        test_y=as_y(test_y),
+        mean=jnp.asarray(mean),
+        std=jnp.asarray(std),
+        name=name,
+        num_classes=num_classes,
+        input_shape=tuple(train_x.shape[1:]),
+    )
 
 
 def _channel_stats(x: np.ndarray, rows_per_chunk: int = 1 << 20) -> tuple[np.ndarray, np.ndarray]:
@@ -127,7 +134,7 @@ def _channel_stats(x: np.ndarray, rows_per_chunk: int = 1 << 20) -> tuple[np.nda
     total = np.zeros(flat.shape[1])
     total_sq = np.zeros(flat.shape[1])
     for start in range(0, flat.shape[0], rows_per_chunk):
-        chunk = flat[start:start + rows_per_chunk].astype(np.float64)
+        chunk = flat[start : start + rows_per_chunk].astype(np.float64)
         total += chunk.sum(axis=0)
         total_sq += np.square(chunk).sum(axis=0)
     mean = total / flat.shape[0]
@@ -147,7 +154,8 @@ def _digits_splits():
 
 
 def _mnist1d_splits():
-    from mnist1d.data import get_dataset_args, make_dataset
+    from mnist1d.data import get_dataset_args
+    from mnist1d.data import make_dataset
 
     # make_dataset reseeds Python's and numpy's global generators; leave the caller's untouched.
     python_state, numpy_state = random.getstate(), np.random.get_state()

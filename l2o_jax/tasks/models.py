@@ -55,8 +55,18 @@ class MLP(nn.Module):
         return nn.Dense(self.num_classes)(x)
 
 
-def shifted_matmul_conv(lhs, rhs, window_strides, padding, lhs_dilation=None, rhs_dilation=None,
-                        dimension_numbers=None, feature_group_count=1, precision=None, **kwargs):
+def shifted_matmul_conv(
+    lhs,
+    rhs,
+    window_strides,
+    padding,
+    lhs_dilation=None,
+    rhs_dilation=None,
+    dimension_numbers=None,
+    feature_group_count=1,
+    precision=None,
+    **kwargs,
+):
     """A stride-1, same-padded, channels-last convolution as one matmul over stacked shifted views of the input.
 
     A drop-in for ``lax.conv_general_dilated`` in ``nn.Conv`` for the convolutions the tasks use. XLA:CPU runs
@@ -64,8 +74,12 @@ def shifted_matmul_conv(lhs, rhs, window_strides, padding, lhs_dilation=None, rh
     (jax-ml/jax#12868); slices, a concatenation and a dot have no such penalty.
     """
     del dimension_numbers, precision, kwargs
-    if any(s != 1 for s in window_strides) or feature_group_count != 1 or \
-            any(d != 1 for d in (lhs_dilation or ())) or any(d != 1 for d in (rhs_dilation or ())):
+    if (
+        any(s != 1 for s in window_strides)
+        or feature_group_count != 1
+        or any(d != 1 for d in (lhs_dilation or ()))
+        or any(d != 1 for d in (rhs_dilation or ()))
+    ):
         raise ValueError('shifted_matmul_conv supports stride 1, no dilation and no feature groups only.')
     spatial = rhs.shape[:-2]
     if isinstance(padding, str):
@@ -110,8 +124,12 @@ class CNN(nn.Module):
         activation = get_activation(self.activation)
         spatial_axes = tuple(range(1, x.ndim - 1))
         for _ in range(self.depth):
-            conv = nn.Conv(self.width, kernel_size=(self.kernel_size,) * len(spatial_axes), padding='SAME',
-                           conv_general_dilated=_conv_implementation())
+            conv = nn.Conv(
+                self.width,
+                kernel_size=(self.kernel_size,) * len(spatial_axes),
+                padding='SAME',
+                conv_general_dilated=_conv_implementation(),
+            )
             x = activation(conv(x))
         return nn.Dense(self.num_classes)(jnp.mean(x, axis=spatial_axes))
 

@@ -15,8 +15,12 @@ import numpy as np
 import optax
 from flax import struct
 
-from l2o_jax.tasks.datasets import Dataset, load_dataset
-from l2o_jax.tasks.models import ACTIVATIONS, CNN, MLP, layer_activations
+from l2o_jax.tasks.datasets import Dataset
+from l2o_jax.tasks.datasets import load_dataset
+from l2o_jax.tasks.models import ACTIVATIONS
+from l2o_jax.tasks.models import CNN
+from l2o_jax.tasks.models import MLP
+from l2o_jax.tasks.models import layer_activations
 
 MODELS = ('cnn', 'mlp')
 EVAL_CHUNK = 512
@@ -130,15 +134,19 @@ def image_task(
         raise ValueError(f'Unknown model {model!r}; expected one of {MODELS}.')
     if activation not in ACTIVATIONS:
         raise ValueError(f'Unknown activation {activation!r}; available: {tuple(ACTIVATIONS)}.')
-    for argument, value in (('width', width), ('depth', depth), ('kernel_size', kernel_size),
-                            ('batch_size', batch_size)):
+    for argument, value in (
+        ('width', width),
+        ('depth', depth),
+        ('kernel_size', kernel_size),
+        ('batch_size', batch_size),
+    ):
         if int(value) != value or value < 1:
             raise ValueError(f'{argument} must be a positive integer, got {value!r}.')
-    data = dataset if isinstance(dataset, Dataset) else load_dataset(
-        dataset, data_dir=data_dir, download=download)
+    data = dataset if isinstance(dataset, Dataset) else load_dataset(dataset, data_dir=data_dir, download=download)
     if model == 'cnn':
-        network = CNN(width=width, depth=depth, num_classes=data.num_classes, kernel_size=kernel_size,
-                      activation=activation)
+        network = CNN(
+            width=width, depth=depth, num_classes=data.num_classes, kernel_size=kernel_size, activation=activation
+        )
         architecture = f'cnn-w{width}-d{depth}-k{kernel_size}-{activation}'
     else:
         network = MLP(hidden=(width,) * (depth - 1), num_classes=data.num_classes, activation=activation)
@@ -177,6 +185,12 @@ class TaskFamily:
         rng = np.random.default_rng(np.asarray(jax.random.key_data(key)).ravel())
         pick = lambda choices: choices[int(rng.integers(len(choices)))]
         return image_task(
-            pick(self.datasets), model=pick(self.models), width=pick(self.widths),
-            depth=pick(self.depths), kernel_size=pick(self.kernel_sizes),
-            activation=pick(self.activations), batch_size=self.batch_size, data_dir=self.data_dir)
+            pick(self.datasets),
+            model=pick(self.models),
+            width=pick(self.widths),
+            depth=pick(self.depths),
+            kernel_size=pick(self.kernel_sizes),
+            activation=pick(self.activations),
+            batch_size=self.batch_size,
+            data_dir=self.data_dir,
+        )
