@@ -78,7 +78,7 @@ def quickstart_preset() -> StudyConfig:
         selection_task=dict(dataset="digits", width=16, depth=2, batch_size=64),
         eval_task=dict(dataset="digits", width=32, depth=2, batch_size=64),
         selection_length=50,
-        eval_steps=300,
+        eval_steps=100,
         seeds=5,
         baselines=("adam",),
     )
