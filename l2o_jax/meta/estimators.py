@@ -5,9 +5,14 @@ Every estimator is a frozen dataclass with two pure methods:
     state = estimator.init(meta_params, task, key)
     meta_loss, meta_grads, state = estimator.estimate(meta_params, task, state, key)
 
-``meta_grads`` has the structure of ``meta_params.arrays``. Work over a batch of ``num_tasks`` optimizees is
-``jax.vmap`` ed (different initialisations and batches of the same task), so it shards over devices when the
-keys do (see ``l2o_jax.meta.trainer``).
+``meta_grads`` has the structure of ``meta_params.arrays``; ``state`` is ``()`` for the estimators that start
+fresh optimizees every time and the persistent optimizees for the truncated ones. Work over a batch of
+``num_tasks`` optimizees (different initialisations and batches of the same task) is ``jax.vmap`` ed, with its
+leading axis marked by ``shard_tasks`` so it is split over the devices of an active ``task_mesh``.
+
+Estimators are frozen dataclasses, so they can be static arguments of ``jax.jit``:
+
+    estimate = jax.jit(estimator.estimate)
 
 References:
   Vicol, Metz and Sohl-Dickstein, Unbiased gradient estimation in unrolled computation graphs with persistent
@@ -18,7 +23,8 @@ References:
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, NamedTuple
+from typing import Any
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -52,10 +58,15 @@ class FullUnrollBPTT:
     """Backprop through complete inner runs of fresh optimizees (seed 000's regime, K = 100).
 
     Attributes:
-      lengths: inner steps per run; with several, each outer step draws one uniformly (GNN-variable:
+      lengths: inner steps per run; with several, the trainer draws one uniformly per outer step
+        (``sample_length``) and passes it as ``estimate(..., length=)`` (GNN-variable:
         ``tuple(range(75, 251, 25))``; each distinct length compiles once).
       num_tasks: optimizees per outer step (vmapped).
       unroll: meta-loss and memory options.
+
+    Example:
+      >>> estimator = FullUnrollBPTT(lengths=(100,), num_tasks=8)
+      >>> loss, grads, state = estimator.estimate(meta_params, task, estimator.init(meta_params, task, key), key)
     """
 
     lengths: tuple[int, ...] = (100,)
@@ -86,6 +97,10 @@ class AntitheticES:
     """Antithetic evolution strategies over complete inner runs: no backprop through the unroll.
 
     ``g = mean_i (L(θ+ε_i) - L(θ-ε_i)) / (2σ²) · ε_i`` with ``ε_i ~ N(0, σ²)``; each pair shares its task key.
+
+    Example:
+      >>> estimator = AntitheticES(length=100, num_pairs=64, sigma=0.01)
+      >>> loss, grads, _ = jax.jit(estimator.estimate)(meta_params, task, (), key)
     """
 
     length: int = 100
@@ -106,7 +121,7 @@ class AntitheticES:
             eps = _tree_normal(noise_key, meta_params.arrays, self.sigma)
             plus = loss_fn(_add(meta_params.arrays, eps), task_key)
             minus = loss_fn(_add(meta_params.arrays, eps, -1.0), task_key)
-            return (plus + minus) / 2, (plus - minus) / (2 * self.sigma ** 2), eps
+            return (plus + minus) / 2, (plus - minus) / (2 * self.sigma**2), eps
 
         losses, weights, eps = jax.vmap(pair)(keys)
         return losses.mean(), _weighted_mean(weights, eps), state
@@ -133,6 +148,11 @@ class TruncatedBPTT:
 
     Biased: the meta-gradient ignores how this truncation's start depends on the meta-parameters
     (the "short-horizon bias" that PES removes).
+
+    Example:
+      >>> estimator = TruncatedBPTT(truncation_length=20, horizon=200, num_tasks=8)
+      >>> state = estimator.init(meta_params, task, key)
+      >>> loss, grads, state = jax.jit(estimator.estimate)(meta_params, task, state, key)  # next truncation
     """
 
     truncation_length: int = 20
@@ -154,7 +174,7 @@ class TruncatedBPTT:
             return losses.mean(), final
 
         (loss, final), grads = jax.value_and_grad(mean_loss, has_aux=True)(meta_params.arrays)
-        return loss, grads, TruncatedState(inner=jax.lax.stop_gradient(final), accumulated=())
+        return loss, grads, TruncatedState(inner=final, accumulated=())
 
 
 @dataclasses.dataclass(frozen=True)
@@ -163,7 +183,15 @@ class PES:
 
     Each antithetic particle pair keeps its two optimizees (trained with θ+ε and θ-ε) across truncations and
     the sum ξ of the perturbations it has used since its last reset; the estimate is
-    ``mean_i (L⁺_i - L⁻_i) / (2σ²) · ξ_i``.
+    ``mean_i (L⁺_i - L⁻_i) / (2σ²) · ξ_i``. Averaged over the truncations of a horizon it is the gradient of
+    the whole run's meta-loss, which truncated BPTT is not.
+
+    All particles start together, so they reset together every ``horizon // truncation_length`` outer steps.
+
+    Example:
+      >>> estimator = PES(truncation_length=20, horizon=200, num_pairs=8, sigma=0.01)
+      >>> state = estimator.init(meta_params, task, key)
+      >>> loss, grads, state = jax.jit(estimator.estimate)(meta_params, task, state, key)  # next truncation
     """
 
     truncation_length: int = 20
@@ -173,20 +201,23 @@ class PES:
     unroll: UnrollConfig = UnrollConfig()
 
     def init(self, meta_params, task, key):
-        keys = jax.random.split(key, self.num_pairs)
-        inner = jax.vmap(lambda k: init_inner_state(meta_params, task, k))(keys)
-        both = jax.tree.map(lambda x: jnp.stack([x, x]), inner)  # (2, pairs, ...): + and - particles
+        inner = jax.vmap(lambda k: init_inner_state(meta_params, task, k))(jax.random.split(key, self.num_pairs))
+        both = jax.tree.map(lambda x: jnp.stack([x, x], axis=1), inner)  # (pairs, 2, ...): the θ+ε and θ-ε runs
         zeros = jax.tree.map(lambda x: jnp.zeros((self.num_pairs,) + x.shape, x.dtype), meta_params.arrays)
         return TruncatedState(inner=both, accumulated=zeros)
 
     def estimate(self, meta_params: MetaParams, task, state: TruncatedState, key):
+        state = shard_tasks(state)
         reset_key, noise_key = jax.random.split(key)
-        plus, done = _maybe_reset(meta_params, task, jax.tree.map(lambda x: x[0], state.inner), reset_key, self.horizon)
-        minus, _ = _maybe_reset(meta_params, task, jax.tree.map(lambda x: x[1], state.inner), reset_key, self.horizon)
-        accumulated = jax.tree.map(lambda a: jnp.where(done.reshape((-1,) + (1,) * (a.ndim - 1)), 0.0, a),
-                                   state.accumulated)
+        side = lambda i: jax.tree.map(lambda x: x[:, i], state.inner)
+        plus, done = _maybe_reset(meta_params, task, side(0), reset_key, self.horizon)
+        minus, _ = _maybe_reset(meta_params, task, side(1), reset_key, self.horizon)
+        accumulated = jax.tree.map(
+            lambda a: jnp.where(done.reshape((-1,) + (1,) * (a.ndim - 1)), 0.0, a), state.accumulated
+        )
         eps = jax.vmap(lambda k: _tree_normal(k, meta_params.arrays, self.sigma))(
-            jax.random.split(noise_key, self.num_pairs))
+            jax.random.split(noise_key, self.num_pairs)
+        )
 
         def run(arrays, inner):
             meta = meta_params.replace(arrays=arrays)
@@ -197,8 +228,8 @@ class PES:
         loss_plus, final_plus = jax.vmap(run)(perturbed(1.0), plus)
         loss_minus, final_minus = jax.vmap(run)(perturbed(-1.0), minus)
         accumulated = _add(accumulated, eps)
-        grads = _weighted_mean((loss_plus - loss_minus) / (2 * self.sigma ** 2), accumulated)
-        inner = jax.tree.map(lambda a, b: jnp.stack([a, b]), final_plus, final_minus)
+        grads = _weighted_mean((loss_plus - loss_minus) / (2 * self.sigma**2), accumulated)
+        inner = jax.tree.map(lambda a, b: jnp.stack([a, b], axis=1), final_plus, final_minus)
         return (loss_plus + loss_minus).mean() / 2, grads, TruncatedState(inner=inner, accumulated=accumulated)
 
 

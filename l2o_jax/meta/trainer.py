@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import math
 import os
 import time
+import zlib
 from typing import Any
 
 import jax
@@ -17,6 +19,7 @@ import orbax.checkpoint as ocp
 from tqdm.auto import tqdm
 
 from l2o_jax.meta.estimators import FullUnrollBPTT
+from l2o_jax.meta.sharding import replicate
 from l2o_jax.meta.sharding import task_mesh
 from l2o_jax.meta.unroll import UnrollConfig
 from l2o_jax.meta.unroll import fresh_unroll_loss
@@ -35,7 +38,8 @@ class MetaTrainConfig:
     Attributes:
       learned_optimizer: the family and its hyperparameters, e.g. ``GraphL2O(hidden=32, layers=4)``.
       task_family: an ``l2o_jax.tasks.TaskFamily``; each outer step samples ``tasks_per_step`` tasks.
-      estimator: a gradient estimator from ``l2o_jax.meta.estimators``.
+      estimator: a gradient estimator from ``l2o_jax.meta.estimators`` (or any frozen dataclass with their
+        ``init``/``estimate``; it is a static argument of the compiled outer step).
       outer_steps: number of meta-updates.
       meta_lr, schedule: Adam's learning rate and ``'cosine'`` decay to 0 or ``'constant'`` (seed 000: 3e-4
         with cosine decay).
@@ -78,14 +82,22 @@ def outer_optimizer(config: MetaTrainConfig) -> optax.GradientTransformation:
     Example:
       >>> tx = outer_optimizer(MetaTrainConfig(GraphL2O(), family, outer_steps=100))
     """
-    if config.schedule == "cosine":
-        lr = optax.cosine_decay_schedule(config.meta_lr, max(config.outer_steps, 1))
-    elif config.schedule == "constant":
-        lr = config.meta_lr
+    return _outer_optimizer(
+        config.meta_lr, config.schedule, config.outer_steps, config.clip_norm, config.max_consecutive_nonfinite
+    )
+
+
+@functools.lru_cache(maxsize=None)
+def _outer_optimizer(meta_lr, schedule, outer_steps, clip_norm, max_consecutive_nonfinite):
+    # Cached: the same hyperparameters give the same transform, so its jitted update compiles once per process.
+    if schedule == "cosine":
+        lr = optax.cosine_decay_schedule(meta_lr, max(outer_steps, 1))
+    elif schedule == "constant":
+        lr = meta_lr
     else:
-        raise ValueError(f"schedule must be 'cosine' or 'constant', got {config.schedule!r}.")
-    inner = optax.chain(optax.clip_by_global_norm(config.clip_norm), optax.adam(lr))
-    return optax.apply_if_finite(inner, max_consecutive_errors=config.max_consecutive_nonfinite)
+        raise ValueError(f"schedule must be 'cosine' or 'constant', got {schedule!r}.")
+    inner = optax.chain(optax.clip_by_global_norm(clip_norm), optax.adam(lr))
+    return optax.apply_if_finite(inner, max_consecutive_errors=max_consecutive_nonfinite)
 
 
 @dataclasses.dataclass
@@ -98,75 +110,105 @@ class MetaTrainResult:
     skipped_steps: int
 
 
-def _step_keys(seed: int, step: int) -> tuple[jax.Array, jax.Array, jax.Array]:
-    """Independent keys of one outer step, derived from (seed, step) alone so a resumed run draws the same."""
-    return tuple(jax.random.split(jax.random.fold_in(jax.random.key(seed), step), 3))
+def _run_keys(seed: int) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """The run's three random streams: meta-parameter init, outer steps, estimator states."""
+    return tuple(jax.random.split(jax.random.key(seed), 3))
+
+
+def _step_keys(steps_key: jax.Array, step: int) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """Keys of one outer step (tasks, estimate, inner length), from (seed, step) alone: a resumed run draws
+    the same."""
+    return tuple(jax.random.split(jax.random.fold_in(steps_key, step), 3))
 
 
 def _sample_tasks(config: MetaTrainConfig, key) -> list:
     return [config.task_family.sample(k) for k in jax.random.split(key, config.tasks_per_step)]
 
 
-class _Groups:
-    """Per-architecture device data, estimator state and compiled estimate functions."""
+# Module-level jits with the (hashable, frozen) estimator static: compiled once per estimator and architecture
+# in a process, however many runs use them.
+@functools.partial(jax.jit, static_argnames=("estimator", "length"))
+def _estimate(estimator, meta_params: MetaParams, task, state, key, length: int | None = None):
+    extra = {} if length is None else {"length": length}
+    return estimator.estimate(meta_params, task, state, key, **extra)
 
-    def __init__(self, config: MetaTrainConfig):
-        self.config = config
+
+@functools.partial(jax.jit, static_argnames="estimator")
+def _init_estimator(estimator, meta_params: MetaParams, task, key):
+    return estimator.init(meta_params, task, key)
+
+
+@functools.partial(jax.jit, static_argnames="outer")
+def _apply_outer(outer: optax.GradientTransformation, arrays, opt_state, loss, grads):
+    """One meta-update; a non-finite meta-loss poisons the gradient so ``apply_if_finite`` skips it too."""
+    grads = jax.tree.map(lambda g: jnp.where(jnp.isfinite(loss), g, jnp.nan), grads)
+    updates, opt_state = outer.update(grads, opt_state, arrays)
+    return optax.apply_updates(arrays, updates), opt_state
+
+
+class _Groups:
+    """Per-architecture (task name) device data and estimator state.
+
+    An architecture's estimator state is created when its first task comes up, from (seed, task name) alone,
+    or read from the checkpoint the run resumed from (``saved``: orbax's serialized form, written back
+    unchanged until the architecture comes up again).
+    """
+
+    def __init__(self, estimator, states_key: jax.Array, saved: dict | None = None):
+        self.estimator = estimator
+        self.states_key = states_key
+        self.saved = saved or {}
         self.tasks: dict[str, Any] = {}
         self.states: dict[str, Any] = {}
-        self._estimate = jax.jit(config.estimator.estimate, static_argnames=("length",)) \
-            if isinstance(config.estimator, FullUnrollBPTT) else jax.jit(config.estimator.estimate)
 
-    def task(self, task):
-        if task.name not in self.tasks:
-            self.tasks[task.name] = jax.device_put(task)
-        return self.tasks[task.name]
-
-    def estimate(self, meta_params: MetaParams, task, key, length_key):
-        task = self.task(task)
-        if task.name not in self.states:
-            self.states[task.name] = self.config.estimator.init(meta_params, task, jax.random.fold_in(key, 7))
-        kwargs = {}
-        if isinstance(self.config.estimator, FullUnrollBPTT):
-            kwargs["length"] = self.config.estimator.sample_length(length_key)
-        loss, grads, self.states[task.name] = self._estimate(meta_params, task, self.states[task.name], key, **kwargs)
+    def estimate(self, meta_params: MetaParams, task, key, length: int | None):
+        """Runs the estimator on ``task``'s architecture and keeps its new state."""
+        name = task.name
+        if name not in self.tasks:
+            self.tasks[name] = replicate(task)
+        if name not in self.states:
+            self.states[name] = self._initial_state(meta_params, self.tasks[name])
+        loss, grads, self.states[name] = _estimate(
+            self.estimator, meta_params, self.tasks[name], self.states[name], key, length
+        )
         return loss, grads
 
+    def _initial_state(self, meta_params: MetaParams, task):
+        key = jax.random.fold_in(self.states_key, zlib.crc32(task.name.encode()) & 0x7FFFFFFF)
+        state = _init_estimator(self.estimator, meta_params, task, key)
+        return replicate(ocp.tree.deserialize_tree(self.saved[task.name], state) if task.name in self.saved else state)
 
-def _checkpoint_manager(workdir: str, every: int) -> ocp.CheckpointManager:
-    options = ocp.CheckpointManagerOptions(save_interval_steps=every, max_to_keep=None, create=True)
+    def checkpoint_states(self) -> dict:
+        return {**self.saved, **self.states}
+
+
+def _checkpoint_manager(workdir: str, create: bool = False) -> ocp.CheckpointManager:
+    """The run's checkpoints; the writer (``create``) also deletes saves a killed run left half-written."""
+    options = ocp.CheckpointManagerOptions(max_to_keep=None, create=create, cleanup_tmp_directories=create)
     return ocp.CheckpointManager(os.path.join(os.path.abspath(workdir), "checkpoints"), options=options)
 
 
-def _save(manager: ocp.CheckpointManager, step: int, arrays, opt_state, groups: _Groups, force=False) -> None:
-    state = {"arrays": arrays, "opt_state": opt_state, "estimator_states": groups.states}
-    manager.save(step, args=ocp.args.StandardSave(state), force=force)
+def _read_checkpoint(manager: ocp.CheckpointManager, step: int) -> dict:
+    """A checkpoint in orbax's serialized form (NamedTuples as dicts), on this process's devices."""
+    fallback = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+    return manager.restore(step, args=ocp.args.StandardRestore(fallback_sharding=fallback))
 
 
-def _restore(manager: ocp.CheckpointManager, arrays, opt_state, groups: _Groups, meta_params, config, step_hint):
-    step = manager.latest_step()
-    # Estimator states are created lazily; rebuild the templates for the architectures seen so far.
-    for s in range(step):
-        for task in _sample_tasks(config, _step_keys(config.seed, s)[0]):
-            if task.name not in groups.states:
-                groups.states[task.name] = config.estimator.init(meta_params, groups.task(task),
-                                                                 jax.random.fold_in(_step_keys(config.seed, s)[1], 7))
-    del step_hint
-    template = {"arrays": arrays, "opt_state": opt_state, "estimator_states": groups.states}
-    restored = manager.restore(step, args=ocp.args.StandardRestore(template))
-    groups.states = restored["estimator_states"]
-    return step, restored["arrays"], restored["opt_state"]
-
-
-def meta_train(config: MetaTrainConfig, workdir: str | os.PathLike, *, progress: bool = True,
-               stop_after: int | None = None) -> MetaTrainResult:
+def meta_train(
+    config: MetaTrainConfig, workdir: str | os.PathLike, *, progress: bool = True, stop_after: int | None = None
+) -> MetaTrainResult:
     """Meta-trains ``config.learned_optimizer`` and writes the run to ``workdir``; resumes if it was interrupted.
 
     The run directory gets ``config.json``, ``metrics.jsonl`` (one line per outer step: meta-loss, meta-grad
-    norm, skipped steps, seconds), ``checkpoints/<step>`` every ``checkpoint_every`` steps (orbax, written
-    atomically: an interrupted save is never restored) and ``meta_training.png``. Starting again with the same
+    norm, whether it was finite, skipped steps so far, seconds), ``checkpoints/<step>`` every
+    ``checkpoint_every`` steps and at the end (orbax: meta-parameters, meta-optimizer state, estimator
+    states; written atomically, and a save a killed run left half-written is deleted, never restored) and
+    ``meta_training.png``. Every random draw derives from (seed, outer step), so starting again with the same
     workdir continues from the last checkpoint and ends with the same meta-parameters, bit for bit, as an
     uninterrupted run.
+
+    A non-finite meta-loss or meta-gradient skips the whole outer step (meta-update and estimator states)
+    and is counted in ``metrics.jsonl``.
 
     Args:
       config: the run.
@@ -178,8 +220,8 @@ def meta_train(config: MetaTrainConfig, workdir: str | os.PathLike, *, progress:
       ``MetaTrainResult`` with the final meta-parameters.
 
     Raises:
-      MetaTrainingDiverged: after ``max_consecutive_nonfinite`` skipped steps in a row; the checkpoints
-        written before stay intact.
+      MetaTrainingDiverged: after ``max_consecutive_nonfinite`` skipped steps in a row; its message names the
+        last checkpoint, which stays intact.
 
     Example:
       >>> family = l2o_jax.tasks.TaskFamily(datasets=('digits',), widths=(16,))
@@ -189,59 +231,95 @@ def meta_train(config: MetaTrainConfig, workdir: str | os.PathLike, *, progress:
     os.makedirs(workdir, exist_ok=True)
     with open(os.path.join(workdir, "config.json"), "w") as f:
         f.write(config.to_json())
-    key = jax.random.key(config.seed)
-    meta_params = config.learned_optimizer.init(jax.random.fold_in(key, -1 % 2**31))
+    init_key, steps_key, states_key = _run_keys(config.seed)
+    meta_params = config.learned_optimizer.init(init_key)
     outer = outer_optimizer(config)
     arrays, opt_state = meta_params.arrays, outer.init(meta_params.arrays)
-    groups = _Groups(config)
-    manager = _checkpoint_manager(workdir, config.checkpoint_every)
-    start = 0
     metrics_path = os.path.join(workdir, "metrics.jsonl")
-    if manager.latest_step() is not None:
-        start, arrays, opt_state = _restore(manager, arrays, opt_state, groups, meta_params, config, None)
-        _truncate_metrics(metrics_path, start)
-    elif os.path.exists(metrics_path):
-        os.remove(metrics_path)
-    end = config.outer_steps if stop_after is None else min(stop_after, config.outer_steps)
-    apply_outer = jax.jit(outer.update)
-    bar = tqdm(range(start, end), initial=start, total=config.outer_steps, disable=not progress,
-               desc=f"meta-train {type(config.learned_optimizer).__name__}", unit="step")
-    with task_mesh(), open(metrics_path, "a") as log:
-        for step in bar:
-            started = time.perf_counter()
-            task_key, estimate_key, length_key = _step_keys(config.seed, step)
-            meta = meta_params.replace(arrays=arrays)
-            results = [groups.estimate(meta, t, jax.random.fold_in(estimate_key, i), length_key)
-                       for i, t in enumerate(_sample_tasks(config, task_key))]
-            loss = sum(r[0] for r in results) / len(results)
-            grads = jax.tree.map(lambda *g: sum(g) / len(g), *[r[1] for r in results])
-            updates, opt_state = apply_outer(grads, opt_state, arrays)
-            arrays = optax.apply_updates(arrays, updates)
-            record = _record(step, loss, grads, opt_state, time.perf_counter() - started)
-            log.write(json.dumps(record) + "\n")
-            log.flush()
-            bar.set_postfix(meta_loss=f"{record['meta_loss']:.4f}", skipped=record["skipped"])
-            if int(opt_state.notfinite_count) >= config.max_consecutive_nonfinite:
-                manager.wait_until_finished()
-                raise MetaTrainingDiverged(
-                    f"{config.max_consecutive_nonfinite} consecutive outer steps (up to step {step}) had a non-finite "
-                    f"meta-loss or meta-gradient; the last good checkpoint is {manager.latest_step()} in "
-                    f"{workdir}/checkpoints. Lower meta_lr, shorten the unroll or use OutputConfig(init_lr=...).")
-            if (step + 1) % config.checkpoint_every == 0 or step + 1 == config.outer_steps:
-                _save(manager, step + 1, arrays, opt_state, groups, force=True)
-    manager.wait_until_finished()
-    manager.close()
+    with _checkpoint_manager(workdir, create=True) as manager, task_mesh():
+        start = manager.latest_step() or 0
+        saved = _read_checkpoint(manager, start) if start else {}
+        if start:
+            arrays = ocp.tree.deserialize_tree(saved["arrays"], arrays)
+            opt_state = ocp.tree.deserialize_tree(saved["opt_state"], opt_state)
+        arrays, opt_state = replicate((arrays, opt_state))
+        _keep_metrics(metrics_path, start)
+        groups = _Groups(config.estimator, states_key, saved.get("estimator_states"))
+        end = config.outer_steps if stop_after is None else min(stop_after, config.outer_steps)
+        bar = tqdm(
+            range(start, end),
+            initial=start,
+            total=config.outer_steps,
+            disable=not progress,
+            desc=f"meta-train {type(config.learned_optimizer).__name__}",
+            unit="step",
+        )
+        with open(metrics_path, "a") as log:
+            for step in bar:
+                started = time.perf_counter()
+                before = dict(groups.states)
+                loss, grads = _outer_step_gradient(config, groups, meta_params.replace(arrays=arrays), steps_key, step)
+                arrays, opt_state = _apply_outer(outer, arrays, opt_state, loss, grads)
+                record = _record(step, loss, grads, opt_state, time.perf_counter() - started)
+                if not record["finite"]:
+                    groups.states = before
+                log.write(json.dumps(record) + "\n")
+                log.flush()
+                bar.set_postfix(meta_loss=f"{record['meta_loss']:.4f}", skipped=record["skipped"])
+                if int(opt_state.notfinite_count) >= config.max_consecutive_nonfinite:
+                    manager.wait_until_finished()
+                    raise MetaTrainingDiverged(_diverged_message(config, step, manager.latest_step(), workdir))
+                if (step + 1) % config.checkpoint_every == 0 or step + 1 == config.outer_steps:
+                    state = {"arrays": arrays, "opt_state": opt_state, "estimator_states": groups.checkpoint_states()}
+                    manager.save(step + 1, args=ocp.args.StandardSave(state))
+        manager.wait_until_finished()
     metrics = read_metrics(metrics_path)
     plot_meta_training(metrics, os.path.join(workdir, "meta_training.png"))
-    return MetaTrainResult(meta_params=meta_params.replace(arrays=arrays), workdir=workdir, metrics=metrics,
-                           skipped_steps=int(opt_state.total_notfinite))
+    return MetaTrainResult(
+        meta_params=meta_params.replace(arrays=arrays),
+        workdir=workdir,
+        metrics=metrics,
+        skipped_steps=int(opt_state.total_notfinite),
+    )
+
+
+def _outer_step_gradient(config: MetaTrainConfig, groups: _Groups, meta_params: MetaParams, steps_key, step: int):
+    """Mean meta-loss and meta-gradient over the architectures sampled for outer step ``step``."""
+    task_key, estimate_key, length_key = _step_keys(steps_key, step)
+    sample_length = getattr(config.estimator, "sample_length", None)
+    length = sample_length(length_key) if sample_length else None
+    results = [
+        groups.estimate(meta_params, task, jax.random.fold_in(estimate_key, i), length)
+        for i, task in enumerate(_sample_tasks(config, task_key))
+    ]
+    loss = sum(r[0] for r in results) / len(results)
+    grads = jax.tree.map(lambda *g: sum(g) / len(g), *[r[1] for r in results])
+    return loss, grads
+
+
+def _diverged_message(config: MetaTrainConfig, step: int, last_checkpoint: int | None, workdir: str) -> str:
+    where = (
+        f"the last good checkpoint is step {last_checkpoint} in {workdir}/checkpoints"
+        if last_checkpoint
+        else "no checkpoint was written"
+    )
+    return (
+        f"{config.max_consecutive_nonfinite} consecutive outer steps (up to step {step + 1}) had a non-finite "
+        f"meta-loss or meta-gradient; {where}. Lower meta_lr, shorten the unroll or use "
+        "OutputConfig(init_lr=...)."
+    )
 
 
 def _record(step, loss, grads, opt_state, seconds) -> dict:
-    grad_norm = float(optax.global_norm(grads))
-    return {"step": step + 1, "meta_loss": float(loss), "meta_grad_norm": grad_norm,
-            "finite": bool(math.isfinite(float(loss)) and math.isfinite(grad_norm)),
-            "skipped": int(opt_state.total_notfinite), "seconds": round(seconds, 4)}
+    grad_norm = float(optax.tree.norm(grads))
+    return {
+        "step": step + 1,
+        "meta_loss": float(loss),
+        "meta_grad_norm": grad_norm,
+        "finite": bool(opt_state.last_finite),
+        "skipped": int(opt_state.total_notfinite),
+        "seconds": round(seconds, 4),
+    }
 
 
 def read_metrics(path: str) -> list[dict]:
@@ -252,8 +330,8 @@ def read_metrics(path: str) -> list[dict]:
         return [json.loads(line) for line in f if line.strip()]
 
 
-def _truncate_metrics(path: str, step: int) -> None:
-    """Drops records past the checkpoint a resumed run restarts from."""
+def _keep_metrics(path: str, step: int) -> None:
+    """Keeps the records of the first ``step`` outer steps (those a resumed run restarts after)."""
     kept = [r for r in read_metrics(path) if r["step"] <= step]
     with open(path, "w") as f:
         f.writelines(json.dumps(r) + "\n" for r in kept)
@@ -264,6 +342,7 @@ def plot_meta_training(metrics: list[dict], path: str) -> str | None:
     if not metrics:
         return None
     import matplotlib
+
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
@@ -273,7 +352,7 @@ def plot_meta_training(metrics: list[dict], path: str) -> str | None:
     smooth = np.convolve(loss, np.ones(window) / window, mode="valid")
     fig, ax = plt.subplots(figsize=(6, 3.5))
     ax.plot(steps, loss, alpha=0.35, label="meta-loss")
-    ax.plot(steps[window - 1:], smooth, label=f"moving average ({window})")
+    ax.plot(steps[window - 1 :], smooth, label=f"moving average ({window})")
     ax.set_xlabel("outer step")
     ax.set_ylabel("meta-loss")
     ax.legend()
@@ -284,34 +363,44 @@ def plot_meta_training(metrics: list[dict], path: str) -> str | None:
 
 
 def checkpoint_steps(workdir: str | os.PathLike) -> list[int]:
-    """The outer steps at which a run has complete checkpoints."""
-    with _checkpoint_manager(os.fspath(workdir), 1) as manager:
-        return list(manager.all_steps())
+    """The outer steps at which a run has complete checkpoints.
+
+    Example:
+      >>> checkpoint_steps('runs/x')
+      [100, 200, 300]
+    """
+    with _checkpoint_manager(os.fspath(workdir)) as manager:
+        return sorted(manager.all_steps())
 
 
 def load_checkpoint(workdir: str | os.PathLike, step: int, learned_optimizer: LearnedOptimizer) -> MetaParams:
-    """The meta-parameters stored at ``step`` of a run."""
+    """The meta-parameters stored at ``step`` of a run.
+
+    Example:
+      >>> meta_params = load_checkpoint('runs/x', 300, GraphL2O(hidden=16, layers=2))
+    """
     template = learned_optimizer.init(jax.random.key(0))
-    with _checkpoint_manager(os.fspath(workdir), 1) as manager:
-        restored = manager.restore(step, args=ocp.args.PyTreeRestore(
-            item={"arrays": template.arrays}, restore_args={"arrays": jax.tree.map(lambda _: ocp.RestoreArgs(),
-                                                                                      template.arrays)},
-            partial_restore=True))
-    return template.replace(arrays=restored["arrays"])
+    with _checkpoint_manager(os.fspath(workdir)) as manager:
+        saved = _read_checkpoint(manager, step)
+    return template.replace(arrays=ocp.tree.deserialize_tree(saved["arrays"], template.arrays))
 
 
-def select_best_checkpoint(workdir, learned_optimizer: LearnedOptimizer, validation_tasks, *, length: int = 100,
-                           seeds: int = 2) -> tuple[int, MetaParams, dict[int, float]]:
+def select_best_checkpoint(
+    workdir, learned_optimizer: LearnedOptimizer, validation_tasks, *, length: int = 100, seeds: int = 2
+) -> tuple[int, MetaParams, dict[int, float]]:
     """Scores every checkpoint of a run by the validation loss after ``length`` inner steps (seed 000's model
     selection) and returns ``(best_step, best_meta_params, scores)``.
 
     Example:
       >>> step, best, scores = select_best_checkpoint('runs/x', GraphL2O(), [image_task('digits', width=16)])
     """
+    steps = checkpoint_steps(workdir)
+    if not steps:
+        raise FileNotFoundError(f"no complete checkpoint in {os.fspath(workdir)}/checkpoints to select from.")
     config = UnrollConfig(meta_loss="validation")
     score = jax.jit(lambda arrays, meta, task, key: fresh_unroll_loss(arrays, meta, task, key, length, config))
     scores = {}
-    for step in checkpoint_steps(workdir):
+    for step in steps:
         meta = load_checkpoint(workdir, step, learned_optimizer)
         values = [score(meta.arrays, meta, t, jax.random.key(1000 + s)) for t in validation_tasks for s in range(seeds)]
         scores[step] = float(jnp.mean(jnp.stack(values)))

@@ -7,7 +7,8 @@ learned optimizer's transform is built inside the traced function so meta-gradie
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, NamedTuple
+from typing import Any
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -66,14 +67,28 @@ def init_inner_state(meta_params: MetaParams, task, key: jax.Array) -> InnerStat
     return InnerState(params=params, opt_state=opt_state, step=jnp.zeros([], jnp.int32), key=run_key)
 
 
+def _inner_value_and_grad(meta_params: MetaParams, task, config: UnrollConfig):
+    """``jax.value_and_grad(task.loss)``, or the meta-parameters' own inner gradient when their config provides
+    one (a learned backward pass, ``l2o_jax.backward``), which then decides what ``stop_inner_gradient`` stops."""
+    provided = getattr(meta_params.config, "value_and_grad", None)
+    if provided is not None:
+        return provided(meta_params, task, stop_inner_gradient=config.stop_inner_gradient)
+    value_and_grad = jax.value_and_grad(task.loss)
+
+    def stopped(params, batch):
+        loss, grads = value_and_grad(params, batch)
+        return loss, jax.lax.stop_gradient(grads)
+
+    return stopped if config.stop_inner_gradient else value_and_grad
+
+
 def _inner_step(meta_params: MetaParams, task, config: UnrollConfig):
     tx = learned_transform_for(meta_params, task)
+    value_and_grad = _inner_value_and_grad(meta_params, task, config)
 
     def step(state: InnerState, _):
         key, batch_key = jax.random.split(state.key)
-        loss, grads = jax.value_and_grad(task.loss)(state.params, task.sample_batch(batch_key))
-        if config.stop_inner_gradient:
-            grads = jax.lax.stop_gradient(grads)
+        loss, grads = value_and_grad(state.params, task.sample_batch(batch_key))
         updates, opt_state = tx.update(grads, state.opt_state, state.params, value=loss)
         params = optax.apply_updates(state.params, updates)
         return InnerState(params, opt_state, state.step + 1, key), loss
@@ -81,8 +96,9 @@ def _inner_step(meta_params: MetaParams, task, config: UnrollConfig):
     return jax.checkpoint(step) if config.remat else step
 
 
-def unroll(meta_params: MetaParams, task, state: InnerState, length: int, config: UnrollConfig = UnrollConfig()
-           ) -> tuple[jax.Array, tuple[InnerState, jax.Array]]:
+def unroll(
+    meta_params: MetaParams, task, state: InnerState, length: int, config: UnrollConfig = UnrollConfig()
+) -> tuple[jax.Array, tuple[InnerState, jax.Array]]:
     """Trains the optimizee for ``length`` steps from ``state`` and scores the run.
 
     Args:
@@ -113,8 +129,9 @@ def _score(losses, final: InnerState, task, config: UnrollConfig) -> jax.Array:
     return task.loss(final.params, batch)
 
 
-def fresh_unroll_loss(meta_arrays, meta_params: MetaParams, task, key: jax.Array, length: int,
-                      config: UnrollConfig = UnrollConfig()) -> jax.Array:
+def fresh_unroll_loss(
+    meta_arrays, meta_params: MetaParams, task, key: jax.Array, length: int, config: UnrollConfig = UnrollConfig()
+) -> jax.Array:
     """Meta-loss of training a fresh optimizee for ``length`` steps; differentiable in ``meta_arrays``.
 
     Example:
