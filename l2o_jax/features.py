@@ -107,12 +107,20 @@ def _bias_corrected_rms(state: FeatureState, v, config: FeatureConfig):
     return jnp.sqrt(v / jnp.maximum(correction, 1e-12)) + config.eps
 
 
-def adam_direction(state: FeatureState, config: FeatureConfig, beta_index: int = 1):
-    """Bias-corrected ``m / sqrt(v)`` with the momentum at ``betas[beta_index]`` (0.9 by default): Adam's step.
+def adam_direction(state: FeatureState, config: FeatureConfig, beta_index: int | None = None):
+    """Bias-corrected ``m / sqrt(v)`` with the momentum at ``betas[beta_index]``: Adam's step.
+
+    ``beta_index=None`` takes the momentum whose beta is closest to Adam's 0.9, so any ``betas`` works.
 
     Example:
       >>> direction = adam_direction(state, config)
     """
+    if not config.betas:
+        raise ValueError("FeatureConfig.betas is empty; the 'adam' output base needs at least one momentum.")
+    if beta_index is None:
+        beta_index = min(range(len(config.betas)), key=lambda i: abs(config.betas[i] - 0.9))
+    if not 0 <= beta_index < len(config.betas):
+        raise ValueError(f"beta_index {beta_index} is out of range for FeatureConfig.betas={config.betas}.")
     beta = config.betas[beta_index]
     correction = 1.0 - beta ** state.count.astype(jnp.float32)
 

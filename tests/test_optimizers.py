@@ -130,6 +130,21 @@ def test_first_step_is_small_descent():
         assert float(jnp.abs(flat_u).max()) < 1e-2, family  # and a small step
 
 
+def test_any_momentum_set_works_with_the_adam_output_base():
+    params, loss_fn = _problem(SmallCNN(), (4, 6, 6, 2))
+    grads = jax.grad(loss_fn)(params)
+    for betas in [(0.99,), (0.5, 0.999)]:
+        config = l2o_jax.MLPL2O(hidden=(8,), features=l2o_jax.FeatureConfig(betas=betas))
+        tx = l2o_jax.mlp_l2o(config.init(jax.random.key(0)))
+        updates, _ = tx.update(grads, tx.init(params), params)
+        flat_u, flat_g = (jnp.concatenate([x.ravel() for x in jax.tree.leaves(t)]) for t in (updates, grads))
+        assert bool(jnp.all(jnp.isfinite(flat_u))) and float(jnp.dot(flat_u, flat_g)) < 0, betas
+    with pytest.raises(ValueError, match="betas is empty"):
+        config = l2o_jax.MLPL2O(hidden=(8,), features=l2o_jax.FeatureConfig(betas=()))
+        tx = l2o_jax.mlp_l2o(config.init(jax.random.key(0)))
+        tx.update(grads, tx.init(params), params)
+
+
 def test_update_requires_params_and_ignores_unknown_extra_args():
     params, loss_fn = _problem(SmallCNN(), (4, 6, 6, 2))
     grads = jax.grad(loss_fn)(params)
