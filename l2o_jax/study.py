@@ -116,6 +116,64 @@ def preset(name: str) -> StudyConfig:
     return PRESETS[name]()
 
 
+def train_and_select(study: StudyConfig, workdir: str | os.PathLike, *, progress: bool = True, log=print):
+    """Meta-trains ``study.meta`` into ``workdir`` and picks its best checkpoint on the selection task's
+    validation split. Returns ``(best_step, best_meta_params, scores)`` as ``select_best_checkpoint`` does.
+
+    Example:
+      >>> step, best, scores = train_and_select(preset('quickstart'), 'runs/gnn')
+    """
+    name = type(study.meta.learned_optimizer).__name__
+    log(f"meta-training {name} for {study.meta.outer_steps} outer steps -> {os.fspath(workdir)}")
+    meta_train(study.meta, workdir, progress=progress)
+    log(f"selecting {name}'s best checkpoint on the validation split")
+    selection_task = image_task(**study.selection_task)
+    return select_best_checkpoint(
+        workdir, study.meta.learned_optimizer, [selection_task], length=study.selection_length
+    )
+
+
+def tune_baselines(study: StudyConfig, task) -> list[evaluation.TuningResult]:
+    """Grid-searches each of ``study.baselines`` on ``task``'s validation split, once for every learned
+    optimizer judged on that task.
+
+    Example:
+      >>> tuned = tune_baselines(preset('quickstart'), image_task('digits', width=32, depth=2))
+    """
+    return [
+        evaluation.tune_baseline(
+            b,
+            task,
+            study.eval_steps,
+            learning_rates=study.learning_rates,
+            weight_decays=study.weight_decays,
+            eval_every=study.eval_every,
+        )
+        for b in study.baselines
+    ]
+
+
+def _tuned_label(tuned: evaluation.TuningResult) -> str:
+    """How a tuned baseline is named in tables and plots, e.g. ``'adam (tuned: lr=0.005, wd=0)'``."""
+    return f"{tuned.name} (tuned: lr={tuned.learning_rate:g}, wd={tuned.weight_decay:g})"
+
+
+def evaluate_optimizers(study: StudyConfig, task, learned: dict, tuned: list) -> list[evaluation.EvalResult]:
+    """Evaluates learned optimizers (``{label: meta_params}``) and then tuned baselines on ``task`` under the
+    study's protocol (``eval_steps`` x ``seeds``, test split); the same seeds give every optimizer the same
+    initialisations and batches.
+
+    Example:
+      >>> results = evaluate_optimizers(study, task, {'NG-GNN': best}, tune_baselines(study, task))
+    """
+
+    def run(tx, name):
+        return evaluation.evaluate(tx, task, study.eval_steps, study.seeds, name=name, eval_every=study.eval_every)
+
+    learned_results = [run(learned_transform_for(meta, task), name) for name, meta in learned.items()]
+    return learned_results + [run(t.optimizer(), _tuned_label(t)) for t in tuned]
+
+
 def run_study(study: StudyConfig, workdir: str | os.PathLike, *, progress: bool = True, log=print) -> dict:
     """Meta-trains, selects, evaluates and reports. Returns the summary written to ``workdir/summary.json``.
 
@@ -127,52 +185,13 @@ def run_study(study: StudyConfig, workdir: str | os.PathLike, *, progress: bool 
     """
     workdir = os.path.abspath(os.fspath(workdir))
     started = time.perf_counter()
-    log(
-        f"[1/4] meta-training {type(study.meta.learned_optimizer).__name__} for {study.meta.outer_steps} outer "
-        f"steps -> {workdir}"
-    )
-    meta_train(study.meta, workdir, progress=progress)
-    log("[2/4] selecting the best checkpoint on the validation split")
-    selection_task = image_task(**study.selection_task)
-    best_step, best, scores = select_best_checkpoint(
-        workdir, study.meta.learned_optimizer, [selection_task], length=study.selection_length
-    )
+    best_step, best, scores = train_and_select(study, workdir, progress=progress, log=log)
     eval_task = image_task(**study.eval_task)
-    log(f"[3/4] tuning {', '.join(study.baselines)} on {eval_task.name} (validation split)")
-    tuned = [
-        evaluation.tune_baseline(
-            b,
-            eval_task,
-            study.eval_steps,
-            learning_rates=study.learning_rates,
-            weight_decays=study.weight_decays,
-            eval_every=study.eval_every,
-        )
-        for b in study.baselines
-    ]
-    log(f"[4/4] evaluating on {eval_task.name}: {study.eval_steps} steps x {study.seeds} seeds")
+    log(f"tuning {', '.join(study.baselines)} on {eval_task.name} (validation split)")
+    tuned = tune_baselines(study, eval_task)
+    log(f"evaluating on {eval_task.name}: {study.eval_steps} steps x {study.seeds} seeds")
     learned_name = f"{type(study.meta.learned_optimizer).__name__} (meta-trained)"
-    results = [
-        evaluation.evaluate(
-            learned_transform_for(best, eval_task),
-            eval_task,
-            study.eval_steps,
-            study.seeds,
-            name=learned_name,
-            eval_every=study.eval_every,
-        )
-    ]
-    results += [
-        evaluation.evaluate(
-            t.optimizer(),
-            eval_task,
-            study.eval_steps,
-            study.seeds,
-            eval_every=study.eval_every,
-            name=f"{t.name} (tuned: lr={t.learning_rate:g}, wd={t.weight_decay:g})",
-        )
-        for t in tuned
-    ]
+    results = evaluate_optimizers(study, eval_task, {learned_name: best}, tuned)
     summary = _report(study, workdir, results, tuned, best_step, scores, eval_task, time.perf_counter() - started)
     save_meta_params(
         os.path.join(workdir, "best_meta_params"),
