@@ -1,0 +1,64 @@
+"""Fully-amortized single-shot optimization (seed 002): model zoos, ScaleGMN/GMN metanetworks, SGD baselines.
+
+Example:
+  >>> from l2o_jax import amortized
+  >>> zoo = amortized.build_zoo(dataset='digits', model='mlp', activation='tanh', members=48)
+  >>> meta_params, _ = amortized.train_metanetwork(amortized.ScaleGMN(activation='tanh'), zoo)
+  >>> new_params = amortized.finetune(meta_params, zoo.split('test').member(0))
+"""
+
+from l2o_jax.amortized.objective import SPARSITY_THRESHOLD
+from l2o_jax.amortized.objective import evaluate_splits
+from l2o_jax.amortized.objective import evaluate_stack
+from l2o_jax.amortized.objective import l1_norm
+from l2o_jax.amortized.objective import objective
+from l2o_jax.amortized.objective import run_optimizer
+from l2o_jax.amortized.objective import sparsity
+from l2o_jax.amortized.scalegmn import ACTIVATION_SYMMETRY
+from l2o_jax.amortized.scalegmn import ScaleGMN
+from l2o_jax.amortized.scalegmn import ScaleGMNNetwork
+from l2o_jax.amortized.scalegmn import finetune
+from l2o_jax.amortized.train import SGD_EPOCHS
+from l2o_jax.amortized.train import TrainConfig
+from l2o_jax.amortized.train import compare_methods
+from l2o_jax.amortized.train import meta_objective
+from l2o_jax.amortized.train import sgd_baseline
+from l2o_jax.amortized.train import timed_finetune
+from l2o_jax.amortized.train import train_metanetwork
+from l2o_jax.amortized.zoo import Zoo
+from l2o_jax.amortized.zoo import ZooConfig
+from l2o_jax.amortized.zoo import build_zoo
+from l2o_jax.amortized.zoo import load_zoo
+from l2o_jax.amortized.zoo import load_zoo_dataset
+from l2o_jax.amortized.zoo import save_zoo
+from l2o_jax.amortized.zoo import zoo_main
+from l2o_jax.amortized.zoo import zoo_parser
+
+__all__ = [
+    "ACTIVATION_SYMMETRY",
+    "SGD_EPOCHS",
+    "SPARSITY_THRESHOLD",
+    "ScaleGMN",
+    "ScaleGMNNetwork",
+    "TrainConfig",
+    "Zoo",
+    "ZooConfig",
+    "build_zoo",
+    "compare_methods",
+    "evaluate_splits",
+    "evaluate_stack",
+    "finetune",
+    "l1_norm",
+    "load_zoo",
+    "load_zoo_dataset",
+    "meta_objective",
+    "objective",
+    "run_optimizer",
+    "save_zoo",
+    "sgd_baseline",
+    "sparsity",
+    "timed_finetune",
+    "train_metanetwork",
+    "zoo_main",
+    "zoo_parser",
+]

@@ -1,0 +1,203 @@
+"""Single-shot fine-tuning (seed 002): ScaleGMN symmetries, the GMN control, zoos, training, baselines."""
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from l2o_jax import amortized
+from l2o_jax.graphs import permute_hidden_neurons
+from l2o_jax.graphs import scale_hidden_neurons
+from l2o_jax.tasks import MLP
+from l2o_jax.tasks import image_task
+
+ARCHITECTURES = [('mlp', 'tanh'), ('mlp', 'relu'), ('cnn', 'tanh'), ('cnn', 'relu')]
+
+
+@functools.lru_cache(maxsize=None)
+def _setup(model, activation, symmetry):
+    """A task, a random network with non-zero biases, and random (not zero) meta-parameters; cached so that
+    tests of one setting share the compiled metanetwork."""
+    task = image_task('digits', model=model, width=5, depth=3, activation=activation, batch_size=16)
+    leaves, treedef = jax.tree.flatten(task.init(jax.random.key(0)))
+    keys = jax.random.split(jax.random.key(1), len(leaves))
+    params = jax.tree.unflatten(treedef, [0.5 * jax.random.normal(k, x.shape) for k, x in zip(keys, leaves)])
+    # A large read-out scale makes θ' - θ big enough for symmetry errors to show.
+    metanet = amortized.ScaleGMN(activation=activation, symmetry=symmetry, hidden=8, layers=2, output_init_scale=0.3)
+    return task, params, metanet.init(jax.random.key(7), params)
+
+
+def _rel_error(a, b):
+    errors = jax.tree.map(lambda x, y: float(jnp.max(jnp.abs(x - y)) / (jnp.max(jnp.abs(y)) + 1e-6)), a, b)
+    return max(jax.tree.leaves(errors))
+
+
+def _function_preserving_scaling(spec, activation, key):
+    """Sign flips (tanh) or positive rescalings (ReLU) of every hidden neuron, as a params -> params map."""
+
+    def draw(width, k):
+        if activation == 'tanh':
+            return jnp.where(jax.random.bernoulli(k, 0.5, (width,)), -1.0, 1.0)
+        return jnp.exp(jax.random.uniform(k, (width,), minval=-1.0, maxval=1.0))
+
+    hidden = range(1, len(spec.layers))
+    scales = {l: draw(spec.widths[l], k) for l, k in zip(hidden, jax.random.split(key, len(hidden)))}
+
+    def transform(params):
+        for layer, q in scales.items():
+            params = scale_hidden_neurons(params, spec, layer, q)
+        return params
+
+    return transform
+
+
+@pytest.mark.parametrize('model,activation', ARCHITECTURES)
+def test_scalegmn_is_scale_equivariant_and_gmn_is_not(model, activation):
+    task, params, scalegmn = _setup(model, activation, 'auto')
+    x, _ = task.sample_batch(jax.random.key(2))
+    transform = _function_preserving_scaling(scalegmn.config.spec(params), activation, jax.random.key(3))
+    moved = transform(params)
+    np.testing.assert_allclose(task.apply(moved, x), task.apply(params, x), atol=1e-4, rtol=1e-4)
+
+    out = amortized.finetune(scalegmn, params)
+    assert _rel_error(out, params) > 1e-2  # the metanetwork really changes the network
+    assert _rel_error(amortized.finetune(scalegmn, moved), transform(out)) < 1e-4
+    np.testing.assert_allclose(
+        task.apply(amortized.finetune(scalegmn, moved), x), task.apply(out, x), atol=1e-4, rtol=1e-4
+    )
+
+    _, _, gmn = _setup(model, activation, 'none')
+    assert _rel_error(amortized.finetune(gmn, moved), transform(amortized.finetune(gmn, params))) > 1e-2
+
+
+@pytest.mark.parametrize('model,activation', ARCHITECTURES[1:3])
+@pytest.mark.parametrize('symmetry', ['auto', 'none'])
+def test_both_variants_are_permutation_equivariant(model, activation, symmetry):
+    task, params, meta_params = _setup(model, activation, symmetry)
+    spec = meta_params.config.spec(params)
+    rng = np.random.default_rng(0)
+    perms = {layer: rng.permutation(spec.widths[layer]) for layer in range(1, len(spec.layers))}
+
+    def permute(p):
+        for layer, perm in perms.items():
+            p = permute_hidden_neurons(p, spec, layer, perm)
+        return p
+
+    x, _ = task.sample_batch(jax.random.key(2))
+    np.testing.assert_allclose(task.apply(permute(params), x), task.apply(params, x), atol=1e-5, rtol=1e-5)
+    out = amortized.finetune(meta_params, params)
+    assert _rel_error(amortized.finetune(meta_params, permute(params)), permute(out)) < 1e-5
+
+
+def test_finetune_keeps_structure_and_names_bad_inputs():
+    _, params, meta_params = _setup('mlp', 'relu', 'auto')
+    out = amortized.finetune(meta_params, params)
+    assert jax.tree.structure(out) == jax.tree.structure(params)
+    assert jax.tree.map(lambda a: (a.shape, a.dtype), out) == jax.tree.map(lambda a: (a.shape, a.dtype), params)
+    wider = MLP(hidden=(9, 9), num_classes=10, activation='relu').init(jax.random.key(0), jnp.zeros((1, 8, 8, 1)))
+    assert jax.tree.map(jnp.shape, amortized.finetune(meta_params, wider)) == jax.tree.map(jnp.shape, wider)
+    other_inputs = MLP(hidden=(5, 5), num_classes=10).init(jax.random.key(0), jnp.zeros((1, 7)))
+    with pytest.raises(ValueError, match='inputs'):
+        amortized.finetune(meta_params, other_inputs)
+    with pytest.raises(TypeError, match='ScaleGMN'):
+        amortized.finetune({'net': meta_params.arrays}, params)
+    with pytest.raises(ValueError, match='symmetry'):
+        amortized.ScaleGMN(activation='gelu')
+
+
+ZOO = dict(
+    dataset='digits',
+    model='mlp',
+    activation='tanh',
+    width=6,
+    depth=3,
+    min_steps=20,
+    max_steps=60,
+    lr_range=(3e-3, 3e-2),
+    batch_size=32,
+)
+
+
+@pytest.fixture(scope='module')
+def tiny_zoo():
+    return amortized.build_zoo(members=16, split_fractions=(0.5, 0.25, 0.25), progress=False, **ZOO)
+
+
+def test_zoo_splits_metadata_and_round_trip(tiny_zoo, tmp_path):
+    zoo = tiny_zoo
+    splits = [m['split'] for m in zoo.members]
+    assert {s: splits.count(s) for s in amortized.zoo.ZOO_SPLITS} == {'train': 8, 'validation': 4, 'test': 4}
+    assert len({m['steps'] for m in zoo.members}) > 1 and len({m['learning_rate'] for m in zoo.members}) > 1
+    assert all(0.0 <= m['test_accuracy'] <= 1.0 and m['train_loss'] > 0 for m in zoo.members)
+    test = zoo.split('test')
+    assert len(test) == 4 and jax.tree.leaves(test.params)[0].shape[0] == 4
+    path = amortized.save_zoo(tmp_path / 'zoo', zoo)
+    assert (tmp_path / 'zoo' / 'members.csv').read_text().splitlines()[0].startswith('index,split')
+    loaded = amortized.load_zoo(path)
+    assert loaded.config == zoo.config and loaded.members == zoo.members
+    assert _rel_error(loaded.params, zoo.params) == 0.0
+    with pytest.raises(FileNotFoundError, match='zoo'):
+        amortized.load_zoo(tmp_path / 'missing')
+    with pytest.raises(ValueError, match='split'):
+        zoo.split('dev')
+
+
+def test_training_lowers_the_objective_on_held_out_members(tiny_zoo):
+    zoo = tiny_zoo
+    metanet = amortized.ScaleGMN(activation='tanh', hidden=8, layers=1)
+    config = amortized.TrainConfig(steps=20, members_per_step=4, batch_size=64, learning_rate=1e-2, eval_every=10)
+    task = zoo.task(config.batch_size)
+    test = zoo.split('test')
+    batch = amortized.train.validation_batch(task, 256)
+    start = metanet.init(jax.random.key(0), zoo.split('train').member(0))
+    before = amortized.meta_objective(start, task, test.params, batch)
+    meta_params, history = amortized.train_metanetwork(metanet, zoo, config, meta_params=start, progress=False)
+    after = amortized.meta_objective(meta_params, task, test.params, batch)
+    assert [h['step'] for h in history] == [0, 10, 20]
+    assert float(after) < float(before) - 1e-2
+    with pytest.raises(ValueError, match='relu'):
+        amortized.train_metanetwork(amortized.ScaleGMN(activation='relu'), zoo, config, progress=False)
+
+
+def test_sgd_baseline_snapshots_lower_the_objective(tiny_zoo):
+    test = tiny_zoo.split('test')
+    task = tiny_zoo.task(64)
+    before = amortized.evaluate_stack(task, test.params, 'test', l1=1e-3)['loss'].mean()
+    snapshots = amortized.sgd_baseline(task, test.params, (1, 2), learning_rate=0.05, l1=1e-3, progress=False)
+    assert [epochs for epochs, _, _ in snapshots] == [1, 2]
+    assert snapshots[0][2] <= snapshots[1][2]
+    after = amortized.evaluate_stack(task, snapshots[1][1], 'test', l1=1e-3)['loss'].mean()
+    assert after < before
+
+
+def test_zoo_cli_writes_a_loadable_zoo(tmp_path, capsys):
+    out = tmp_path / 'cli_zoo'
+    flags = [
+        '--dataset',
+        'digits',
+        '--model',
+        'mlp',
+        '--activation',
+        'tanh',
+        '--width',
+        '6',
+        '--depth',
+        '3',
+        '--min-steps',
+        '1',
+        '--max-steps',
+        '3',
+        '--batch-size',
+        '32',
+        '--members',
+        '16',
+        '--out',
+        str(out),
+    ]
+    assert amortized.zoo_main(flags) == 0
+    zoo = amortized.load_zoo(out)
+    assert len(zoo) == 16 and zoo.spec.widths == (64, 6, 6, 10)
+    assert max(m['steps'] for m in zoo.members) <= 3
+    assert str(out) in capsys.readouterr().out
