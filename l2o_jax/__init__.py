@@ -12,11 +12,13 @@ from l2o_jax.features import FeatureConfig
 from l2o_jax.optimizers import LSTML2O
 from l2o_jax.optimizers import MLPL2O
 from l2o_jax.optimizers import GraphL2O
+from l2o_jax.optimizers import LiMalikL2O
 from l2o_jax.optimizers import MetaParams
 from l2o_jax.optimizers import OutputConfig
 from l2o_jax.optimizers import RecurrentGraphL2O
 from l2o_jax.optimizers import TransformerL2O
 from l2o_jax.optimizers import graph_l2o
+from l2o_jax.optimizers import li_malik_l2o
 from l2o_jax.optimizers import lstm_l2o
 from l2o_jax.optimizers import mlp_l2o
 from l2o_jax.optimizers import recurrent_graph_l2o
@@ -28,12 +30,14 @@ __all__ = [
     "FeatureConfig",
     "GraphL2O",
     "LSTML2O",
+    "LiMalikL2O",
     "MLPL2O",
     "MetaParams",
     "OutputConfig",
     "RecurrentGraphL2O",
     "TransformerL2O",
     "graph_l2o",
+    "li_malik_l2o",
     "load_meta_params",
     "lstm_l2o",
     "mlp_l2o",
