@@ -377,6 +377,7 @@ def run_comparison(script: str, argv, optimizers: tuple[str, ...], title: str, f
         *closing_sections(provenance, {task.name: tuned}, seconds),
     ]
     summary = {
+        "command": command_line(script, argv),
         "eval_task": task.name,
         "scale": args.scale,
         "learned": provenance,

@@ -6,6 +6,7 @@ Example:
   >>> tx = optax.chain(l2o_jax.graph_l2o(meta_params))
 """
 
+from l2o_jax import pretrained
 from l2o_jax.checkpoints import load_meta_params
 from l2o_jax.checkpoints import save_meta_params
 from l2o_jax.features import FeatureConfig
@@ -41,6 +42,7 @@ __all__ = [
     "load_meta_params",
     "lstm_l2o",
     "mlp_l2o",
+    "pretrained",
     "recurrent_graph_l2o",
     "save_meta_params",
     "transformer_l2o",

@@ -1,14 +1,18 @@
-"""The ``l2o-jax`` command: ``quickstart``, ``meta-train``, ``evaluate``.
+"""The ``l2o-jax`` command: ``quickstart``, ``meta-train``, ``evaluate``, ``pretrained``, ``zoo``.
 
 Examples:
   l2o-jax quickstart --workdir runs/quickstart
   l2o-jax meta-train --config paper --workdir runs/paper --outer-steps 1000
   l2o-jax evaluate --meta-params runs/quickstart/best_meta_params --dataset digits --width 64 --steps 300
+  l2o-jax evaluate --meta-params ng-gnn-digits --dataset mnist1d --width 32
+  l2o-jax pretrained
+  l2o-jax zoo --dataset digits --model mlp --members 64 --out zoos/digits_mlp
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from l2o_jax import study
@@ -53,7 +57,10 @@ def _evaluate(args) -> None:
     from l2o_jax.meta.unroll import learned_transform_for
     from l2o_jax.tasks import image_task
 
-    meta = l2o_jax.load_meta_params(args.meta_params)
+    if os.path.exists(args.meta_params):
+        meta = l2o_jax.load_meta_params(args.meta_params)
+    else:
+        meta = l2o_jax.pretrained.load(args.meta_params)  # an unknown name lists the shipped ones
     task = image_task(
         args.dataset,
         model=args.model,
@@ -94,7 +101,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--workdir", required=True)
     _add_overrides(train)
     ev = sub.add_parser("evaluate", help="evaluate saved meta-parameters on a task against a tuned baseline")
-    ev.add_argument("--meta-params", required=True, help="directory written by save_meta_params")
+    ev.add_argument("--meta-params", required=True, help="directory written by save_meta_params, or a pretrained name")
     ev.add_argument("--dataset", default="digits")
     ev.add_argument("--data-dir", default=None)
     ev.add_argument("--model", default="cnn", choices=("cnn", "mlp"))
@@ -105,11 +112,32 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--seeds", type=int, default=5)
     ev.add_argument("--baseline", default="adam", help="'adam', 'rmsprop', 'sgd_momentum' or '' for none")
     ev.add_argument("--plot", default=None, help="PNG path for the accuracy curves")
+    sub.add_parser("pretrained", help="list the pretrained learned optimizers that ship with the package")
+    sub.add_parser(
+        "zoo", help="build a model zoo for the amortized (ScaleGMN) optimizer; see 'l2o-jax zoo -h'", add_help=False
+    )
     return parser
+
+
+def _list_pretrained() -> None:
+    from l2o_jax import pretrained
+
+    for name in pretrained.available():
+        record = pretrained.info(name)
+        learned = record["evaluation"]["learned"]
+        print(
+            f"{name:24s} {record['config']['family']:18s} {100 * learned['final_accuracy']:.2f} % on "
+            f"{record['evaluation']['task']} after {learned['steps']} steps\n    made by: {record['command']}"
+        )
 
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``l2o-jax`` console script."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["zoo"]:
+        from l2o_jax.amortized import zoo_main
+
+        return zoo_main(argv[1:])
     args = build_parser().parse_args(argv)
     if args.command == "quickstart":
         args.config = "quickstart"
@@ -118,6 +146,8 @@ def main(argv: list[str] | None = None) -> int:
         _run(study.preset(args.config), args)
     elif args.command == "evaluate":
         _evaluate(args)
+    elif args.command == "pretrained":
+        _list_pretrained()
     return 0
 
 

@@ -163,6 +163,11 @@ class LearnedOptimizer:
 
 
 def _check_meta_params(meta_params, expected: type | None = None) -> MetaParams:
+    """``meta_params`` checked against the family ``expected``; a string names a shipped pretrained entry."""
+    if isinstance(meta_params, str):
+        from l2o_jax import pretrained  # imported here: pretrained depends on this module
+
+        meta_params = pretrained.load(meta_params)
     if not isinstance(meta_params, MetaParams):
         raise TypeError(
             f"expected l2o_jax MetaParams (from e.g. GraphL2O().init(key) or load_meta_params), got "

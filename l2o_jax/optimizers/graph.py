@@ -187,11 +187,12 @@ class RecurrentGraphL2O(_GraphFamily):
         return self.lstm_hidden
 
 
-def graph_l2o(meta_params: MetaParams, *, activations=None, order=None) -> optax.GradientTransformationExtraArgs:
+def graph_l2o(meta_params: MetaParams | str, *, activations=None, order=None) -> optax.GradientTransformationExtraArgs:
     """NG-GNN as an optax transformation.
 
     Args:
-      meta_params: ``GraphL2O(...).init(key)``, trained meta-parameters, or ``load_meta_params(path)``.
+      meta_params: ``GraphL2O(...).init(key)``, trained meta-parameters, ``load_meta_params(path)``, or the
+        name of a shipped pretrained entry such as ``"ng-gnn-digits"`` (see ``l2o_jax.pretrained.available()``).
       activations, order: how to read the optimizee's architecture (see ``l2o_jax.graphs.graph_spec``):
         the activation name(s) and, when the natural order of layer names is not the forward order, the
         layer paths in order.
@@ -208,7 +209,9 @@ def graph_l2o(meta_params: MetaParams, *, activations=None, order=None) -> optax
     return _check_meta_params(meta_params, GraphL2O).transform(activations=activations, order=order)
 
 
-def transformer_l2o(meta_params: MetaParams, *, activations=None, order=None) -> optax.GradientTransformationExtraArgs:
+def transformer_l2o(
+    meta_params: MetaParams | str, *, activations=None, order=None
+) -> optax.GradientTransformationExtraArgs:
     """NG-T (relational transformer over the neural graph) as an optax transformation; see ``graph_l2o``.
 
     Example:

@@ -261,7 +261,7 @@ def li_malik_step(
     return updates, LiMalikState(history, x_bar, f_bar, recurrent), log_prob
 
 
-def li_malik_l2o(meta_params: MetaParams) -> optax.GradientTransformationExtraArgs:
+def li_malik_l2o(meta_params: MetaParams | str) -> optax.GradientTransformationExtraArgs:
     """Li & Malik's learned optimizer policy as an optax transformation.
 
     ``update(grads, state, params, *, value, key=None)`` needs ``params`` and the objective ``value`` (optax's

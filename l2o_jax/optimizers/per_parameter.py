@@ -93,7 +93,7 @@ class LSTML2O(LearnedOptimizer):
         return CoordinateLSTM.initialize_carry(num_coordinates(params), self.hidden, self.num_layers, jnp.float32)
 
 
-def mlp_l2o(meta_params: MetaParams) -> optax.GradientTransformationExtraArgs:
+def mlp_l2o(meta_params: MetaParams | str) -> optax.GradientTransformationExtraArgs:
     """The per-parameter MLP learned optimizer as an optax transformation.
 
     Example:
@@ -102,7 +102,7 @@ def mlp_l2o(meta_params: MetaParams) -> optax.GradientTransformationExtraArgs:
     return _check_meta_params(meta_params, MLPL2O).transform()
 
 
-def lstm_l2o(meta_params: MetaParams) -> optax.GradientTransformationExtraArgs:
+def lstm_l2o(meta_params: MetaParams | str) -> optax.GradientTransformationExtraArgs:
     """The coordinatewise LSTM learned optimizer as an optax transformation.
 
     References:
