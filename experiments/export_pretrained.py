@@ -118,9 +118,20 @@ def write_doc(path: str = DOC) -> str:
         "then `python experiments/export_pretrained.py <workdir> NAME=entry ...`.",
         "",
     ]
+    notes = _kept_notes(path)
     with open(path, "w") as f:
-        f.write("\n".join(lines))
+        f.write("\n".join(lines) + notes)
     return path
+
+
+def _kept_notes(path: str) -> str:
+    """The hand-written ``## Notes`` section of the existing page (measurements beyond the records), if any."""
+    if not os.path.exists(path):
+        return ""
+    with open(path) as f:
+        text = f.read()
+    start = text.find("\n## Notes")
+    return text[start:] if start >= 0 else ""
 
 
 def main(argv: list[str] | None = None) -> list[str]:
