@@ -4,6 +4,9 @@ Per parameter (as in Andrychowicz et al. 2016 and Kofinas et al. 2024): the para
 the gradient's log/sign preprocessing, and momenta at several timescales, normalised by a running second
 moment so the features do not depend on the gradient's scale. Global: an embedding of the step count and the
 loss value when the caller passes it (optax's ``value`` extra argument).
+
+Per neuron, optionally (graph learned optimizers with ``probes=ProbeConfig(...)``): probe features (Kofinas et
+al. 2024), each neuron's activation on a set of learned probe inputs run through the optimizee.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 
 @dataclasses.dataclass(frozen=True)
@@ -167,3 +171,135 @@ def global_features(count: jax.Array, value, config: FeatureConfig) -> jax.Array
         value = jnp.asarray(value, jnp.float32)
         loss = jnp.stack([jnp.log1p(jnp.maximum(value, 0.0)), jnp.ones([], jnp.float32)])
     return jnp.concatenate([steps, loss])
+
+
+@dataclasses.dataclass(frozen=True)
+class ProbeConfig:
+    """Learned probe inputs (Kofinas et al. 2024): ``count`` inputs of the optimizee, meta-learned, whose
+    activations become per-neuron features of graph learned optimizers.
+
+    Attributes:
+      count: number of probe inputs; every neuron gains this many feature channels.
+      input_shape: the shape of one optimizee input without the batch axis, e.g. ``(28, 28, 1)`` for a CNN or
+        ``(784,)`` (or ``(28, 28, 1)``, flattened) for an MLP.
+      init_scale: standard deviation of the probes' random initialisation.
+
+    Example:
+      >>> config = GraphL2O(probes=ProbeConfig(count=8, input_shape=(8, 8, 1)))
+    """
+
+    count: int = 8
+    input_shape: tuple[int, ...] = ()
+    init_scale: float = 0.1
+
+    def __post_init__(self):
+        object.__setattr__(self, "input_shape", tuple(int(d) for d in self.input_shape))
+        if self.count < 1:
+            raise ValueError(f"ProbeConfig.count must be at least 1, got {self.count}.")
+        if not self.input_shape or min(self.input_shape) < 1:
+            raise ValueError(
+                f"ProbeConfig.input_shape must be the shape of one optimizee input (no batch axis), e.g. "
+                f"(28, 28, 1); got {self.input_shape}."
+            )
+
+    @property
+    def input_size(self) -> int:
+        """Scalars in one probe input."""
+        return int(np.prod(self.input_shape))
+
+
+def init_probes(key: jax.Array, config: ProbeConfig) -> jax.Array:
+    """Fresh probe inputs, ``(count, *input_shape)`` float32, normal with std ``init_scale``.
+
+    Example:
+      >>> init_probes(jax.random.key(0), ProbeConfig(count=4, input_shape=(5,))).shape
+      (4, 5)
+    """
+    return config.init_scale * jax.random.normal(key, (config.count, *config.input_shape), jnp.float32)
+
+
+def check_probe_support(spec) -> None:
+    """Raises a ValueError naming the parameter path if probes cannot run through the network of ``spec``.
+
+    Probes run through ``l2o_jax.backward.forward.record_forward``: a chain of Dense and stride-1 same-padded
+    conv layers (global average pooling between the last conv and the first Dense), each with a bias.
+
+    Example:
+      >>> check_probe_support(graph_spec(params))
+    """
+    from l2o_jax.tasks.models import ACTIVATIONS  # imported here: the features need no optimizee models otherwise
+
+    for layer in spec.layers:
+        if layer.activation not in ACTIVATIONS:
+            raise ValueError(
+                f"{layer.name}/kernel: probe features cannot run activation {layer.activation!r}; "
+                f"supported: {tuple(ACTIVATIONS)}."
+            )
+        if layer.bias_leaf is None:
+            raise ValueError(
+                f"{layer.name}/bias: probe features run the optimizee's forward pass, which needs every layer to "
+                "have a bias; this layer has none (disable probes for this network)."
+            )
+
+
+def probe_features(spec, params, probes: jax.Array) -> jax.Array:
+    """Every neuron's activation on each probe input: ``(n_node, count)`` float32, nodes in ``spec`` order.
+
+    Conv channels are neurons: their activations are averaged over the spatial positions. Input neurons carry
+    the probe inputs themselves (flattened for a Dense first layer, channel means for a conv one).
+
+    Args:
+      spec: the optimizee's ``GraphSpec`` (its activations must be the network's, see ``graph_spec``).
+      params: the parameters ``spec`` was built from.
+      probes: ``(count, *input_shape)`` probe inputs.
+
+    Raises:
+      ValueError: naming the parameter path, when the network is not a chain ``record_forward`` can run or
+        the probes do not fit its first layer.
+
+    Example:
+      >>> feats = probe_features(graph_spec(params), params, meta_params.arrays['probes'])
+    """
+    from l2o_jax.backward.forward import record_forward  # imported here: l2o_jax.backward imports the optimizers
+
+    check_probe_support(spec)
+    tape = record_forward(spec, params, probes)
+    pooled = [a.astype(jnp.float32).mean(axis=tuple(range(1, a.ndim - 1))).T for a in tape.post]
+    return jnp.concatenate(pooled)
+
+
+def check_probe_forward(apply_fn, spec, params, probes: jax.Array, *, rtol: float = 1e-3) -> None:
+    """Checks that the recorded forward pass is the user's network: ``apply_fn(params, probes)`` must equal the
+    logits ``probe_features`` ran through. Skipped (shapes only) when ``params`` or ``probes`` are traced.
+
+    Raises:
+      ValueError: the outputs differ in shape or value (wrong ``activations=``/``order=``, strides, pooling, ...).
+
+    Example:
+      >>> check_probe_forward(model.apply, graph_spec(params), params, meta_params.arrays['probes'])
+    """
+    from l2o_jax.backward.forward import record_forward  # imported here: l2o_jax.backward imports the optimizers
+
+    check_probe_support(spec)
+    expected = jax.eval_shape(lambda p, x: record_forward(spec, p, x).logits, params, probes)
+    got = jax.eval_shape(apply_fn, params, probes)
+    if not hasattr(got, "shape") or tuple(got.shape) != tuple(expected.shape):
+        raise ValueError(
+            f"apply_fn(params, probes) returned {getattr(got, 'shape', type(got).__name__)}, but the neural graph's "
+            f"forward pass gives logits of shape {tuple(expected.shape)}; apply_fn must map (params, inputs) to "
+            "the network's outputs."
+        )
+    leaves = jax.tree.leaves((params, probes))
+    if any(isinstance(x, jax.core.Tracer) for x in leaves):
+        return
+    expected = np.asarray(record_forward(spec, params, probes).logits, np.float32)
+    got = np.asarray(apply_fn(params, probes), np.float32)
+    scale = max(1.0, float(np.abs(expected).max()))
+    error = float(np.abs(got - expected).max())
+    if not error <= rtol * scale:
+        raise ValueError(
+            f"apply_fn(params, probes) differs from the forward pass the probe features record (max abs difference "
+            f"{error:.3g} at output scale {scale:.3g}): the graph reads layers {[l.name for l in spec.layers]} with "
+            f"activations {[l.activation for l in spec.layers]}. Pass the network's activations=/order=, or "
+            "disable probes for networks that are not plain Dense/conv chains (strides, pooling, normalisation)."
+        )

@@ -7,6 +7,9 @@ into the edge's state, the graph network mixes information across the whole netw
 decoded from its own encoding and its edge's final state. Nothing depends on the kernel size, the width or the
 depth, so one set of meta-parameters serves every MLP and CNN.
 
+With ``probes=ProbeConfig(...)``, learned probe inputs run through the optimizee every step and each neuron's
+activations join its node features (Kofinas et al.); the probes are meta-parameters (``arrays['probes']``).
+
 References:
   Kofinas et al., Graph neural networks for learning equivariant representations of neural networks, ICLR 2024.
   Sbicego, Hammache and Ben Mohamed, Learning to optimize with graph neural networks (seed 000).
@@ -23,6 +26,10 @@ import numpy as np
 import optax
 
 from l2o_jax import graphs
+from l2o_jax.features import ProbeConfig
+from l2o_jax.features import check_probe_forward
+from l2o_jax.features import init_probes
+from l2o_jax.features import probe_features
 from l2o_jax.nn import MLP
 from l2o_jax.nn import PNA
 from l2o_jax.nn import CoordinateLSTM
@@ -31,7 +38,9 @@ from l2o_jax.optimizers.base import LearnedOptimizer
 from l2o_jax.optimizers.base import MetaParams
 from l2o_jax.optimizers.base import OutputConfig
 from l2o_jax.optimizers.base import _check_meta_params
+from l2o_jax.optimizers.base import _tiny_params
 from l2o_jax.optimizers.base import flatten_features
+from l2o_jax.optimizers.base import learned_transform
 from l2o_jax.optimizers.base import num_coordinates
 from l2o_jax.optimizers.base import output_head
 from l2o_jax.optimizers.base import unflatten_features
@@ -52,7 +61,10 @@ def io_position_ids(spec: graphs.GraphSpec, max_positions: int) -> np.ndarray:
 
 
 class GraphNet(nn.Module):
-    """Encoder -> graph network (PNA or relational transformer) -> per-parameter decoder."""
+    """Encoder -> graph network (PNA or relational transformer) -> per-parameter decoder.
+
+    ``probes``, when given, is ``(n_node, count)`` per-neuron probe activations appended to the node features.
+    """
 
     hidden: int
     num_layers: int
@@ -63,12 +75,14 @@ class GraphNet(nn.Module):
     output: OutputConfig
 
     @nn.compact
-    def __call__(self, feats, glob, spec: graphs.GraphSpec, recurrent):
+    def __call__(self, feats, glob, spec: graphs.GraphSpec, recurrent, probes=None):
         if self.recurrent_hidden:
             rows, how = flatten_features(feats)
             recurrent, h = CoordinateLSTM(self.recurrent_hidden, 1)(recurrent, rows)
             feats = jax.tree.map(lambda f, r: jnp.concatenate([f, r], -1), feats, unflatten_features(h, how))
         edge_x, node_x = graphs.tree_to_graph_arrays(feats, spec)
+        if probes is not None:
+            node_x = jnp.concatenate([node_x, probes.astype(node_x.dtype)], -1)
         d = self.hidden
         cells = MLP((d,), final_activation=True, name="cell_encoder")(edge_x)  # (E, K, d)
         mask = jnp.asarray(spec.edge_kernel_mask, cells.dtype)[..., None]
@@ -113,6 +127,7 @@ class _GraphFamily(LearnedOptimizer):
     hidden: int = 32
     layers: int = 4
     max_io_positions: int = 64
+    probes: ProbeConfig | None = None
 
     body = "pna"
     num_heads = 1
@@ -132,6 +147,52 @@ class _GraphFamily(LearnedOptimizer):
     def network_context(self, params, activations=None, order=None) -> graphs.GraphSpec:
         return graphs.graph_spec(params, activations=activations, order=order)
 
+    def extra_arrays(self, key: jax.Array) -> dict:
+        if self.probes is None:
+            return {}
+        return {"probes": init_probes(jax.random.fold_in(key, 1), self.probes)}
+
+    def network_inputs(self, arrays, params, context: graphs.GraphSpec) -> dict:
+        if self.probes is None:
+            return {}
+        return {"probes": probe_features(context, params, arrays["probes"])}
+
+    def stand_in_params(self):
+        return _tiny_params() if self.probes is None else _tiny_params(self.probes.input_size)
+
+    def transform(self, meta_params: MetaParams, *, apply_fn=None, **options) -> optax.GradientTransformationExtraArgs:
+        """This learned optimizer as an optax transformation; with probes, ``init`` checks the optimizee.
+
+        Args:
+          meta_params: this family's meta-parameters.
+          apply_fn: optional ``apply_fn(params, inputs) -> outputs`` of the optimizee (e.g. ``model.apply``);
+            needs probes. ``init`` then checks, outside ``jit``, that it computes what the probes run through.
+          **options: ``activations=``, ``order=`` as in ``l2o_jax.graphs.graph_spec``.
+
+        Example:
+          >>> tx = GraphL2O(probes=ProbeConfig(8, (8, 8, 1))).init(key).transform(apply_fn=model.apply)
+        """
+        tx = learned_transform(meta_params, **options)
+        if self.probes is None:
+            if apply_fn is not None:
+                raise ValueError(
+                    f"apply_fn is only used by probe features, and these {type(self).__name__} meta-parameters have "
+                    f"none; initialise them with {type(self).__name__}(probes=ProbeConfig(count, input_shape)) or "
+                    "drop apply_fn."
+                )
+            return tx
+        probes = meta_params.arrays["probes"]
+
+        def init_fn(params):
+            spec = self.network_context(params, **options)
+            if apply_fn is None:
+                jax.eval_shape(lambda p, x: probe_features(spec, p, x), params, probes)  # fails early, by path
+            else:
+                check_probe_forward(apply_fn, spec, params, probes)
+            return tx.init(params)
+
+        return optax.GradientTransformationExtraArgs(init_fn, tx.update)
+
     def initial_recurrent(self, params):
         if not self.recurrent_hidden:
             return ()
@@ -145,10 +206,14 @@ class GraphL2O(_GraphFamily):
     Attributes:
       hidden: width of node/edge states. layers: message-passing layers.
       max_io_positions: input/output neurons beyond this many share the last position embedding.
+      probes: ``ProbeConfig(count, input_shape)`` to learn probe inputs whose activations join every neuron's
+        features (Kofinas et al.); default none. Shared by all graph families.
 
     Example:
       >>> meta_params = GraphL2O(hidden=32, layers=4).init(jax.random.key(0))
       >>> tx = optax.chain(optax.clip_by_global_norm(1.0), graph_l2o(meta_params))
+      >>> probed = GraphL2O(probes=ProbeConfig(count=8, input_shape=(28, 28, 1))).init(jax.random.key(0))
+      >>> tx = graph_l2o(probed, apply_fn=model.apply)
     """
 
 
@@ -187,7 +252,9 @@ class RecurrentGraphL2O(_GraphFamily):
         return self.lstm_hidden
 
 
-def graph_l2o(meta_params: MetaParams | str, *, activations=None, order=None) -> optax.GradientTransformationExtraArgs:
+def graph_l2o(
+    meta_params: MetaParams | str, *, activations=None, order=None, apply_fn=None
+) -> optax.GradientTransformationExtraArgs:
     """NG-GNN as an optax transformation.
 
     Args:
@@ -196,6 +263,10 @@ def graph_l2o(meta_params: MetaParams | str, *, activations=None, order=None) ->
       activations, order: how to read the optimizee's architecture (see ``l2o_jax.graphs.graph_spec``):
         the activation name(s) and, when the natural order of layer names is not the forward order, the
         layer paths in order.
+      apply_fn: the optimizee's ``apply_fn(params, inputs) -> outputs`` (e.g. ``model.apply``), for
+        meta-parameters with probes (``GraphL2O(probes=ProbeConfig(...))``): ``init`` checks, outside ``jit``, that
+        the forward pass the probes run through (read from ``params``, ``activations`` and ``order``) is this
+        network's, and raises a ValueError otherwise. Without probes it must be left out.
 
     Returns:
       ``optax.GradientTransformationExtraArgs``; ``update`` needs ``params`` and uses ``value=loss`` if given.
@@ -206,26 +277,28 @@ def graph_l2o(meta_params: MetaParams | str, *, activations=None, order=None) ->
       >>> updates, state = tx.update(grads, state, params, value=loss)
       >>> params = optax.apply_updates(params, updates)
     """
-    return _check_meta_params(meta_params, GraphL2O).transform(activations=activations, order=order)
+    return _check_meta_params(meta_params, GraphL2O).transform(activations=activations, order=order, apply_fn=apply_fn)
 
 
 def transformer_l2o(
-    meta_params: MetaParams | str, *, activations=None, order=None
+    meta_params: MetaParams | str, *, activations=None, order=None, apply_fn=None
 ) -> optax.GradientTransformationExtraArgs:
     """NG-T (relational transformer over the neural graph) as an optax transformation; see ``graph_l2o``.
 
     Example:
       >>> tx = transformer_l2o(TransformerL2O().init(jax.random.key(0)))
     """
-    return _check_meta_params(meta_params, TransformerL2O).transform(activations=activations, order=order)
+    meta_params = _check_meta_params(meta_params, TransformerL2O)
+    return meta_params.transform(activations=activations, order=order, apply_fn=apply_fn)
 
 
 def recurrent_graph_l2o(
-    meta_params: MetaParams, *, activations=None, order=None
+    meta_params: MetaParams, *, activations=None, order=None, apply_fn=None
 ) -> optax.GradientTransformationExtraArgs:
     """RecurrentGNN as an optax transformation; see ``graph_l2o``.
 
     Example:
       >>> tx = recurrent_graph_l2o(RecurrentGraphL2O().init(jax.random.key(0)))
     """
-    return _check_meta_params(meta_params, RecurrentGraphL2O).transform(activations=activations, order=order)
+    meta_params = _check_meta_params(meta_params, RecurrentGraphL2O)
+    return meta_params.transform(activations=activations, order=order, apply_fn=apply_fn)
