@@ -6,10 +6,12 @@ Example:
   >>> tx = optax.chain(l2o_jax.graph_l2o(meta_params))
 """
 
+from l2o_jax import backward
 from l2o_jax import pretrained
 from l2o_jax.checkpoints import load_meta_params
 from l2o_jax.checkpoints import save_meta_params
 from l2o_jax.features import FeatureConfig
+from l2o_jax.features import ProbeConfig
 from l2o_jax.optimizers import LSTML2O
 from l2o_jax.optimizers import MLPL2O
 from l2o_jax.optimizers import GraphL2O
@@ -28,6 +30,7 @@ from l2o_jax.optimizers import transformer_l2o
 __version__ = "0.1.0"
 
 __all__ = [
+    "backward",
     "FeatureConfig",
     "GraphL2O",
     "LSTML2O",
@@ -35,6 +38,7 @@ __all__ = [
     "MLPL2O",
     "MetaParams",
     "OutputConfig",
+    "ProbeConfig",
     "RecurrentGraphL2O",
     "TransformerL2O",
     "graph_l2o",

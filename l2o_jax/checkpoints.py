@@ -10,11 +10,12 @@ import jax
 import orbax.checkpoint as ocp
 
 from l2o_jax.features import FeatureConfig
+from l2o_jax.features import ProbeConfig
 from l2o_jax.optimizers import FAMILIES
 from l2o_jax.optimizers import MetaParams
 from l2o_jax.optimizers import OutputConfig
 
-_NESTED = {"features": FeatureConfig, "output": OutputConfig}
+_NESTED = {"features": FeatureConfig, "output": OutputConfig, "probes": ProbeConfig}
 
 
 def config_to_dict(config) -> dict:
@@ -33,20 +34,25 @@ def _tuples(value):
 
 def config_from_dict(data: dict):
     """Inverse of ``config_to_dict``; an unknown family or field is a clear error."""
+    from l2o_jax.backward import LearnedBackward  # the backward package imports the optimizers, so not at the top
+
+    families = {**FAMILIES, LearnedBackward.__name__: LearnedBackward}
     family = data.get("family")
-    if family not in FAMILIES:
-        raise ValueError(f"unknown learned optimizer family {family!r}; known: {sorted(FAMILIES)}.")
-    cls = FAMILIES[family]
+    if family not in families:
+        raise ValueError(f"unknown learned optimizer family {family!r}; known: {sorted(families)}.")
+    cls = families[family]
     names = {f.name for f in dataclasses.fields(cls)}
     fields = data.get("fields", {})
     unknown = sorted(set(fields) - names)
     if unknown:
         raise ValueError(f"{family} has no fields {unknown}; the checkpoint was written by another version.")
-    kwargs = {
-        k: (_NESTED[k](**{n: _tuples(v) for n, v in fields[k].items()}) if k in _NESTED else _tuples(fields[k]))
-        for k in fields
-    }
+    kwargs = {k: _nested(k, v) if k in _NESTED else _tuples(v) for k, v in fields.items()}
     return cls(**kwargs)
+
+
+def _nested(name: str, value):
+    """A nested config field rebuilt from its dict; ``None`` stays ``None`` (e.g. ``probes`` left off)."""
+    return None if value is None else _NESTED[name](**{n: _tuples(v) for n, v in value.items()})
 
 
 def save_meta_params(path: str | os.PathLike, meta_params: MetaParams, *, metadata: dict | None = None) -> str:
@@ -100,7 +106,7 @@ def load_meta_params(path: str | os.PathLike) -> MetaParams:
     """
     path = _existing_checkpoint(path)
     config = config_from_dict(load_info(path)["config"])
-    template = config.init(jax.random.key(0)).arrays
+    template = jax.eval_shape(lambda: config.init(jax.random.key(0)).arrays)  # shapes only: nothing is computed
     with ocp.Checkpointer(ocp.CompositeCheckpointHandler()) as checkpointer:
         try:
             restored = checkpointer.restore(path, ocp.args.Composite(arrays=ocp.args.StandardRestore(template)))

@@ -8,6 +8,7 @@ import numpy as np
 import optax
 import pytest
 
+import l2o_jax
 from l2o_jax import graphs
 from l2o_jax.backward import LearnedBackward
 from l2o_jax.backward import learned_gradient_task
@@ -84,13 +85,16 @@ def test_forward_tape_matches_the_model():
     assert tape.pre[1].shape == (16, 8, 8, 6)  # conv channels are neurons with values at every position
 
 
-def test_learned_gradients_differ_from_backprop_once_perturbed():
+def test_learned_gradients_differ_from_backprop_once_perturbed_and_survive_save_load(tmp_path):
     task, params, batch = setup("mlp-relu")
     meta_params = perturbed(CONFIG.init(jax.random.key(0)), 1)
     (_, grads), (_, true_grads) = learned_and_true(task, meta_params, params, batch)
     differences = [float(jnp.abs(g - t).max()) for g, t in zip(jax.tree.leaves(grads), jax.tree.leaves(true_grads))]
     assert min(differences) > 1e-4
     assert all(bool(jnp.isfinite(g).all()) for g in jax.tree.leaves(grads))
+    loaded = l2o_jax.load_meta_params(l2o_jax.save_meta_params(tmp_path / "backward", meta_params))
+    assert loaded.config == meta_params.config
+    jax.tree.map(np.testing.assert_array_equal, loaded.arrays, meta_params.arrays)
 
 
 @pytest.mark.parametrize("name", ["mlp-relu", "cnn-relu-2d"])

@@ -14,6 +14,7 @@ small, descent step (Adam's at ``init_lr``) and meta-training learns how to depa
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import Any
 from typing import NamedTuple
 
@@ -41,7 +42,8 @@ class MetaParams:
     ``graph_l2o(meta_params)`` needs nothing else.
 
     Attributes:
-      arrays: ``{'net': <Flax params of the meta-network>, 'log_lr': scalar}``.
+      arrays: ``{'net': <Flax params of the meta-network>, 'log_lr': scalar}``, plus the family's
+        ``extra_arrays`` (e.g. ``'probes'`` for graph families with probe features).
       config: the learned optimizer's frozen config (e.g. ``GraphL2O(...)``).
     """
 
@@ -99,11 +101,11 @@ class L2OState(NamedTuple):
     recurrent: Any
 
 
-def _tiny_params() -> dict:
-    """A 3-4-2 MLP's parameters: the stand-in optimizee used to initialise meta-networks."""
+def _tiny_params(fan_in: int = 3) -> dict:
+    """A ``fan_in``-4-2 MLP's parameters: the stand-in optimizee used to initialise meta-networks."""
     return {
         "params": {
-            "Dense_0": {"kernel": jnp.zeros((3, 4)), "bias": jnp.zeros(4)},
+            "Dense_0": {"kernel": jnp.zeros((fan_in, 4)), "bias": jnp.zeros(4)},
             "Dense_1": {"kernel": jnp.zeros((4, 2)), "bias": jnp.zeros(2)},
         }
     }
@@ -112,7 +114,7 @@ def _tiny_params() -> dict:
 @dataclasses.dataclass(frozen=True)
 class LearnedOptimizer:
     """Base config of a learned optimizer family. Subclasses define ``network()`` (and may override
-    ``initial_recurrent``, ``network_context``).
+    ``initial_recurrent``, ``network_context``, ``extra_arrays``, ``network_inputs``, ``stand_in_params``).
 
     Attributes:
       features: the per-parameter / global inputs.
@@ -141,6 +143,21 @@ class LearnedOptimizer:
         del params
         return ()
 
+    def extra_arrays(self, key: jax.Array) -> dict:
+        """Meta-parameter arrays besides ``'net'`` and ``'log_lr'`` (graph families with probes: ``'probes'``)."""
+        del key
+        return {}
+
+    def network_inputs(self, arrays, params, context) -> dict:
+        """Extra keyword inputs of the network, computed each step from the meta-parameter ``arrays`` and the
+        optimizee (graph families with probes: each neuron's probe activations). Default: none."""
+        del arrays, params, context
+        return {}
+
+    def stand_in_params(self) -> Any:
+        """The stand-in optimizee whose features initialise the meta-network (a tiny MLP)."""
+        return _tiny_params()
+
     # -- shared ---------------------------------------------------------------------------------------
     def init(self, key: jax.Array) -> MetaParams:
         """Fresh meta-parameters for this learned optimizer.
@@ -148,18 +165,25 @@ class LearnedOptimizer:
         Example:
           >>> meta_params = l2o_jax.GraphL2O(hidden=16, layers=2).init(jax.random.key(0))
         """
-        params = _tiny_params()
-        state = init_feature_state(params, self.features)
-        feats = parameter_features(params, params, update_feature_state(state, params, self.features), self.features)
-        glob = global_features(state.count, None, self.features)
-        variables = self.network().init(key, feats, glob, self.network_context(params), self.initial_recurrent(params))
-        return MetaParams(
-            arrays={"net": variables["params"], "log_lr": jnp.log(jnp.float32(self.output.init_lr))}, config=self
-        )
+        return MetaParams(arrays=_init_arrays(self, key), config=self)
 
     def transform(self, meta_params: MetaParams, **options) -> optax.GradientTransformationExtraArgs:
         """This learned optimizer as an optax transformation (see ``learned_transform``)."""
         return learned_transform(meta_params, **options)
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _init_arrays(config: LearnedOptimizer, key: jax.Array) -> dict:
+    # Compiled once per config: initialising the meta-network op by op costs 15-25 s on a CPU, compiling it ~2 s.
+    params = config.stand_in_params()
+    state = init_feature_state(params, config.features)
+    feats = parameter_features(params, params, update_feature_state(state, params, config.features), config.features)
+    glob = global_features(state.count, None, config.features)
+    context = config.network_context(params)
+    extra = config.extra_arrays(key)
+    inputs = config.network_inputs(extra, params, context)
+    variables = config.network().init(key, feats, glob, context, config.initial_recurrent(params), **inputs)
+    return {"net": variables["params"], "log_lr": jnp.log(jnp.float32(config.output.init_lr)), **extra}
 
 
 def _check_meta_params(meta_params, expected: type | None = None) -> MetaParams:
@@ -219,7 +243,10 @@ def learned_transform(meta_params: MetaParams, **options) -> optax.GradientTrans
         feats = parameter_features(params, updates, features, config.features)
         glob = global_features(features.count, value, config.features)
         context = config.network_context(params, **options)
-        out, recurrent = network.apply({"params": meta_params.arrays["net"]}, feats, glob, context, state.recurrent)
+        inputs = config.network_inputs(meta_params.arrays, params, context)
+        out, recurrent = network.apply(
+            {"params": meta_params.arrays["net"]}, feats, glob, context, state.recurrent, **inputs
+        )
         base = adam_direction(features, config.features) if config.output.base == "adam" else None
         step = _steps(out, base, meta_params.arrays["log_lr"], config.output, params)
         return step, L2OState(features=features, recurrent=recurrent)

@@ -79,7 +79,7 @@ def load(name: str, directory: str | os.PathLike | None = None) -> MetaParams:
 
     entry = info(name, directory)
     config = config_from_dict(entry["config"])
-    template = config.init(jax.random.key(0)).arrays
+    template = jax.eval_shape(lambda: config.init(jax.random.key(0)).arrays)  # shapes only: nothing is computed
     paths_and_leaves, treedef = jax.tree_util.tree_flatten_with_path(template)
     with np.load(_entry_path(name, directory, ".npz")) as stored:
         expected = [_key(path) for path, _ in paths_and_leaves]
@@ -92,7 +92,7 @@ def load(name: str, directory: str | os.PathLike | None = None) -> MetaParams:
         leaves = []
         for (path, like), key in zip(paths_and_leaves, expected):
             array = stored[key]
-            if array.shape != np.shape(like):
+            if array.shape != tuple(like.shape):
                 raise ValueError(f"pretrained entry {name!r}: {key} has shape {array.shape}, expected {like.shape}.")
             leaves.append(jax.numpy.asarray(array, dtype=like.dtype))
     return MetaParams(arrays=jax.tree_util.tree_unflatten(treedef, leaves), config=config)
