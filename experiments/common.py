@@ -190,7 +190,7 @@ def configure(args: argparse.Namespace) -> tuple[Scale, study.StudyConfig]:
         base,
         meta=dataclasses.replace(base.meta, task_family=family, estimator=estimator),
         selection_task=_with(selection, data_dir=args.data_dir),
-        selection_length=inner,
+        selection_length=_pick(args.eval_steps, base.eval_steps),  # select at the horizon judged at
         eval_task=_with(eval_task, data_dir=args.data_dir),
     ).with_overrides(
         outer_steps=args.outer_steps,

@@ -64,7 +64,6 @@ def entry_record(run_dir: str, optimizer: str) -> dict:
             "outer_steps": meta["outer_steps"],
             "meta_lr": meta["meta_lr"],
             "checkpoint_chosen": metadata.get("outer_step"),
-            "seconds": metadata.get("seconds"),
         },
         "evaluation": {
             "task": summary["eval_task"],
