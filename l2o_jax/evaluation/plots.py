@@ -1,4 +1,8 @@
-"""Figures of evaluation results (matplotlib, Agg backend, PNG)."""
+"""Figures of evaluation results as PNG files.
+
+Figures are built with ``matplotlib.figure.Figure`` rather than pyplot, so saving one never changes the
+user's matplotlib backend (a notebook keeps showing its inline plots).
+"""
 
 from __future__ import annotations
 
@@ -8,13 +12,12 @@ from typing import Sequence
 import numpy as np
 
 
-def _pyplot():
-    import matplotlib
+def _figure(figsize: tuple[float, float]):
+    """A standalone figure and its axes, outside pyplot's global state."""
+    from matplotlib.figure import Figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
+    fig = Figure(figsize=figsize)
+    return fig, fig.subplots()
 
 
 def plot_curves(results: Sequence, path: str | os.PathLike, *, metric: str = "accuracy", title: str = "") -> str:
@@ -23,8 +26,7 @@ def plot_curves(results: Sequence, path: str | os.PathLike, *, metric: str = "ac
     Example:
       >>> plot_curves([gnn_result, adam_result], 'runs/x/accuracy.png', title='digits CNN-32')
     """
-    plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(6.4, 4))
+    fig, ax = _figure((6.4, 4))
     for r in results:
         values = (r.eval_accuracy * 100) if metric == "accuracy" else r.eval_loss
         mean, std = values.mean(0), values.std(0)
@@ -37,7 +39,6 @@ def plot_curves(results: Sequence, path: str | os.PathLike, *, metric: str = "ac
     ax.legend()
     fig.tight_layout()
     fig.savefig(path, dpi=120)
-    plt.close(fig)
     return os.fspath(path)
 
 
@@ -60,8 +61,7 @@ def plot_advantage(
     Example:
       >>> plot_advantage([16, 32, 64], {'GNN': ([1, 2, 3], [0.5, 0.5, 0.5])}, 'adv.png', xlabel='width')
     """
-    plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(6.4, 4))
+    fig, ax = _figure((6.4, 4))
     for name, (mean, std) in advantages.items():
         mean, std = np.asarray(mean), np.asarray(std)
         ax.errorbar(xs, mean, yerr=std, marker="o", capsize=3, label=name)
@@ -75,5 +75,4 @@ def plot_advantage(
     ax.legend()
     fig.tight_layout()
     fig.savefig(path, dpi=120)
-    plt.close(fig)
     return os.fspath(path)

@@ -341,16 +341,14 @@ def plot_meta_training(metrics: list[dict], path: str) -> str | None:
     """Meta-loss per outer step (and a moving average) as a PNG."""
     if not metrics:
         return None
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure  # not pyplot: saving must not change the user's backend
 
     steps = np.array([r["step"] for r in metrics])
     loss = np.array([r["meta_loss"] for r in metrics], float)
     window = max(1, len(loss) // 20)
     smooth = np.convolve(loss, np.ones(window) / window, mode="valid")
-    fig, ax = plt.subplots(figsize=(6, 3.5))
+    fig = Figure(figsize=(6, 3.5))
+    ax = fig.subplots()
     ax.plot(steps, loss, alpha=0.35, label="meta-loss")
     ax.plot(steps[window - 1 :], smooth, label=f"moving average ({window})")
     ax.set_xlabel("outer step")
@@ -358,7 +356,6 @@ def plot_meta_training(metrics: list[dict], path: str) -> str | None:
     ax.legend()
     fig.tight_layout()
     fig.savefig(path, dpi=120)
-    plt.close(fig)
     return path
 
 
