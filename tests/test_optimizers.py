@@ -8,6 +8,8 @@ import optax
 import pytest
 from flax import nnx
 from flax.training import train_state
+from problems import classification_problem
+from problems import randomized
 
 import l2o_jax
 from l2o_jax import graphs
@@ -34,23 +36,6 @@ class SmallCNN(nn.Module):
         return nn.Dense(3)(x)
 
 
-def _problem(model, shape, key=0):
-    k1, k2, k3 = jax.random.split(jax.random.key(key), 3)
-    x = jax.random.normal(k1, shape)
-    y = jax.random.randint(k2, (shape[0],), 0, 3)
-    params = model.init(k3, x[:1])
-    loss_fn = lambda p: optax.softmax_cross_entropy_with_integer_labels(model.apply(p, x), y).mean()
-    return params, loss_fn
-
-
-def _randomized(meta_params, scale=0.3):
-    """Meta-parameters far from initialisation, so the network (not Adam's base step) shapes the update."""
-    leaves, treedef = jax.tree.flatten(meta_params.arrays)
-    keys = jax.random.split(jax.random.key(42), len(leaves))
-    noisy = [x + scale * jax.random.normal(k, x.shape) for k, x in zip(keys, leaves)]
-    return meta_params.replace(arrays=jax.tree.unflatten(treedef, noisy))
-
-
 def _two_steps(tx, params, loss_fn):
     state = tx.init(params)
     for _ in range(2):
@@ -64,9 +49,9 @@ def _two_steps(tx, params, loss_fn):
 def test_graph_updates_are_permutation_equivariant(family):
     config, factory = FAMILIES[family]
     model = SmallCNN()
-    params, loss_fn = _problem(model, (8, 7, 7, 2))
+    params, loss_fn = classification_problem(model, (8, 7, 7, 2))
     spec = graphs.graph_spec(params)
-    tx = factory(_randomized(config.init(jax.random.key(0))))
+    tx = factory(randomized(config.init(jax.random.key(0))))
     updates = _two_steps(tx, params, loss_fn)
     for layer in (1, 2, 3):
         perm = np.random.default_rng(layer).permutation(spec.widths[layer])
@@ -83,13 +68,13 @@ def test_graph_updates_are_permutation_equivariant(family):
 def test_graph_updates_see_other_layers():
     """The GNN mixes information along the graph: a gradient change in the second layer changes the first layer's
     update (a per-parameter optimizer's would not move)."""
-    params, loss_fn = _problem(SmallCNN(), (8, 7, 7, 2))
+    params, loss_fn = classification_problem(SmallCNN(), (8, 7, 7, 2))
     grads = jax.grad(loss_fn)(params)
     other = jax.tree.map(lambda g: g, grads)
     other["params"]["Conv_1"]["kernel"] = grads["params"]["Conv_1"]["kernel"] * -3.0
     for family, moves in [("gnn", True), ("lstm", False)]:
         config, factory = FAMILIES[family]
-        tx = factory(_randomized(config.init(jax.random.key(0))))
+        tx = factory(randomized(config.init(jax.random.key(0))))
         u1, _ = tx.update(grads, tx.init(params), params)
         u2, _ = tx.update(other, tx.init(params), params)
         first = lambda u: np.asarray(u["params"]["Conv_0"]["kernel"])
@@ -104,7 +89,7 @@ def test_200_jitted_steps_stay_finite_and_descend(family):
         (SmallCNN(width=4), (16, 6, 6, 1)),
         (nn.Sequential([nn.Dense(12), nn.tanh, nn.Dense(3)]), (16, 5)),
     ]:
-        params, loss_fn = _problem(model, shape)
+        params, loss_fn = classification_problem(model, shape)
         tx = factory(meta)
 
         @jax.jit
@@ -120,7 +105,7 @@ def test_200_jitted_steps_stay_finite_and_descend(family):
 
 
 def test_first_step_is_small_descent():
-    params, loss_fn = _problem(SmallCNN(), (8, 7, 7, 2))
+    params, loss_fn = classification_problem(SmallCNN(), (8, 7, 7, 2))
     grads = jax.grad(loss_fn)(params)
     for family, (config, factory) in FAMILIES.items():
         tx = factory(config.init(jax.random.key(0)))
@@ -131,7 +116,7 @@ def test_first_step_is_small_descent():
 
 
 def test_any_momentum_set_works_with_the_adam_output_base():
-    params, loss_fn = _problem(SmallCNN(), (4, 6, 6, 2))
+    params, loss_fn = classification_problem(SmallCNN(), (4, 6, 6, 2))
     grads = jax.grad(loss_fn)(params)
     for betas in [(0.99,), (0.5, 0.999)]:
         config = l2o_jax.MLPL2O(hidden=(8,), features=l2o_jax.FeatureConfig(betas=betas))
@@ -146,7 +131,7 @@ def test_any_momentum_set_works_with_the_adam_output_base():
 
 
 def test_update_requires_params_and_ignores_unknown_extra_args():
-    params, loss_fn = _problem(SmallCNN(), (4, 6, 6, 2))
+    params, loss_fn = classification_problem(SmallCNN(), (4, 6, 6, 2))
     grads = jax.grad(loss_fn)(params)
     tx = l2o_jax.graph_l2o(FAMILIES["gnn"][0].init(jax.random.key(0)))
     state = tx.init(params)
@@ -161,7 +146,7 @@ def test_update_requires_params_and_ignores_unknown_extra_args():
 def test_chain_trainstate_and_nnx_optimizer():
     meta = FAMILIES["gnn"][0].init(jax.random.key(0))
     model = SmallCNN()
-    params, loss_fn = _problem(model, (8, 7, 7, 2))
+    params, loss_fn = classification_problem(model, (8, 7, 7, 2))
     tx = optax.chain(optax.clip_by_global_norm(1.0), l2o_jax.graph_l2o(meta), optax.add_decayed_weights(1e-4))
     state = train_state.TrainState.create(apply_fn=model.apply, params=params, tx=tx)
 
@@ -202,7 +187,7 @@ def test_meta_gradients_through_10_step_unroll(family):
     config, _ = FAMILIES[family]
     meta = config.init(jax.random.key(0))
     model = SmallCNN(width=4)
-    params, loss_fn = _problem(model, (8, 6, 6, 1))
+    params, loss_fn = classification_problem(model, (8, 6, 6, 1))
 
     def meta_loss(arrays):
         tx = config.transform(meta.replace(arrays=arrays))
@@ -223,10 +208,10 @@ def test_meta_gradients_through_10_step_unroll(family):
 
 
 def test_save_load_gives_identical_updates(tmp_path):
-    params, loss_fn = _problem(SmallCNN(), (4, 6, 6, 2))
+    params, loss_fn = classification_problem(SmallCNN(), (4, 6, 6, 2))
     grads = jax.grad(loss_fn)(params)
     for family in ("gnn", "lstm"):
-        meta = _randomized(FAMILIES[family][0].init(jax.random.key(1)))
+        meta = randomized(FAMILIES[family][0].init(jax.random.key(1)))
         path = l2o_jax.save_meta_params(tmp_path / family, meta, metadata={"note": "test"})
         loaded = l2o_jax.load_meta_params(path)
         assert loaded.config == meta.config

@@ -6,6 +6,8 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+from problems import classification_problem
+from problems import randomized
 
 import l2o_jax
 from l2o_jax import graphs
@@ -31,22 +33,6 @@ class SmallCNN(nn.Module):
         return nn.Dense(3)(x)
 
 
-def _problem(model, shape, key=0):
-    k1, k2, k3 = jax.random.split(jax.random.key(key), 3)
-    x = jax.random.normal(k1, shape)
-    y = jax.random.randint(k2, (shape[0],), 0, 3)
-    params = model.init(k3, x[:1])
-    loss_fn = lambda p: optax.softmax_cross_entropy_with_integer_labels(model.apply(p, x), y).mean()
-    return params, loss_fn
-
-
-def _randomized(meta_params, scale=0.3):
-    leaves, treedef = jax.tree.flatten(meta_params.arrays)
-    keys = jax.random.split(jax.random.key(42), len(leaves))
-    noisy = [x + scale * jax.random.normal(k, x.shape) for k, x in zip(keys, leaves)]
-    return meta_params.replace(arrays=jax.tree.unflatten(treedef, noisy))
-
-
 def _two_steps(tx, loss_fn):
     """A jitted function of the parameters: the second step's updates."""
 
@@ -64,7 +50,7 @@ def _two_steps(tx, loss_fn):
 
 @pytest.fixture(scope="module")
 def gnn_meta():
-    return _randomized(jax.jit(FAMILIES["gnn"][0].init)(jax.random.key(0)))
+    return randomized(jax.jit(FAMILIES["gnn"][0].init)(jax.random.key(0)))
 
 
 def test_probes_are_opt_in_meta_parameters(gnn_meta):
@@ -82,9 +68,9 @@ def test_probes_are_opt_in_meta_parameters(gnn_meta):
 def test_probed_updates_are_permutation_equivariant(family):
     config, factory = FAMILIES[family]
     model = SmallCNN()
-    params, loss_fn = _problem(model, (4, 5, 5, 2))
+    params, loss_fn = classification_problem(model, (4, 5, 5, 2))
     spec = graphs.graph_spec(params)
-    run = _two_steps(factory(_randomized(jax.jit(config.init)(jax.random.key(0))), apply_fn=model.apply), loss_fn)
+    run = _two_steps(factory(randomized(jax.jit(config.init)(jax.random.key(0))), apply_fn=model.apply), loss_fn)
     updates = run(params)
     for layer in (1, 2, 3):
         perm = np.roll(np.arange(spec.widths[layer]), layer)  # never the identity
@@ -99,7 +85,7 @@ def test_probed_updates_are_permutation_equivariant(family):
 
 def test_node_features_hold_the_recorded_activations_and_change_the_updates(gnn_meta):
     model = SmallCNN()
-    params, loss_fn = _problem(model, (4, 5, 5, 2))
+    params, loss_fn = classification_problem(model, (4, 5, 5, 2))
     spec = graphs.graph_spec(params)
     meta = gnn_meta
     probes = meta.arrays["probes"]
@@ -125,7 +111,7 @@ def test_node_features_hold_the_recorded_activations_and_change_the_updates(gnn_
 def test_meta_gradients_reach_the_probes_through_a_5_step_unroll():
     config = l2o_jax.GraphL2O(hidden=8, layers=1, probes=l2o_jax.ProbeConfig(count=3, input_shape=(5,)))
     meta = jax.jit(config.init)(jax.random.key(0))
-    params, loss_fn = _problem(nn.Sequential([nn.Dense(6), nn.relu, nn.Dense(3)]), (8, 5))
+    params, loss_fn = classification_problem(nn.Sequential([nn.Dense(6), nn.relu, nn.Dense(3)]), (8, 5))
 
     def meta_loss(arrays):
         tx = config.transform(meta.replace(arrays=arrays))
@@ -147,7 +133,7 @@ def test_meta_gradients_reach_the_probes_through_a_5_step_unroll():
 
 def test_apply_fn_mismatch_and_unsupported_networks_are_clear_errors(gnn_meta):
     model = SmallCNN()
-    params, _ = _problem(model, (4, 5, 5, 2))
+    params, _ = classification_problem(model, (4, 5, 5, 2))
     meta = gnn_meta
     with pytest.raises(ValueError, match="apply_fn.*differs"):
         l2o_jax.graph_l2o(meta, activations="tanh", apply_fn=model.apply).init(params)
@@ -167,7 +153,7 @@ def test_apply_fn_mismatch_and_unsupported_networks_are_clear_errors(gnn_meta):
 def test_probes_work_jitted_in_optax_chain_on_an_mlp(gnn_meta):
     meta = gnn_meta
     model = nn.Sequential([nn.Dense(12), nn.tanh, nn.Dense(3)])  # probes of shape (5, 5, 2) are flattened: 50 inputs
-    params, loss_fn = _problem(model, (16, 50))
+    params, loss_fn = classification_problem(model, (16, 50))
     apply_fn = lambda p, x: model.apply(p, x.reshape(x.shape[0], -1))
     tx = optax.chain(
         optax.clip_by_global_norm(1.0),
