@@ -1,4 +1,4 @@
-"""The ``l2o-jax`` command: ``quickstart``, ``meta-train``, ``evaluate``, ``pretrained``, ``zoo``.
+"""The ``l2o-jax`` command: ``quickstart``, ``meta-train``, ``evaluate``, ``pretrained``, ``zoo``, ``data``.
 
 Examples:
   l2o-jax quickstart --workdir runs/quickstart
@@ -7,6 +7,7 @@ Examples:
   l2o-jax evaluate --meta-params ng-gnn-digits --dataset mnist1d --width 32
   l2o-jax pretrained
   l2o-jax zoo --dataset digits --model mlp --members 64 --out zoos/digits_mlp
+  l2o-jax data prepare fashion_mnist cifar10 --data-dir ~/tensorflow_datasets
 """
 
 from __future__ import annotations
@@ -116,7 +117,26 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser(
         "zoo", help="build a model zoo for the amortized (ScaleGMN) optimizer; see 'l2o-jax zoo -h'", add_help=False
     )
+    data = sub.add_parser("data", help="prepare the tfds datasets the paper-scale runs read (needs a network once)")
+    data_sub = data.add_subparsers(dest="data_command", required=True)
+    prepare = data_sub.add_parser("prepare", help="download and prepare tfds datasets as array_record")
+    prepare.add_argument("names", nargs="+", metavar="DATASET", help="e.g. fashion_mnist cifar10 mnist cifar100")
+    prepare.add_argument("--data-dir", default=None, help="tfds data directory (default: ~/tensorflow_datasets)")
+    prepare.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     return parser
+
+
+def _prepare_data(args) -> int:
+    from l2o_jax.tasks import DatasetUnavailableError
+    from l2o_jax.tasks import prepare_datasets
+
+    try:
+        names = prepare_datasets(args.names, data_dir=args.data_dir, progress=not args.no_progress)
+    except (ValueError, DatasetUnavailableError) as error:
+        print(f"l2o-jax data prepare: {error}", file=sys.stderr)
+        return 1
+    print(f"prepared: {', '.join(names) or 'nothing (embedded datasets need no preparation)'}")
+    return 0
 
 
 def _list_pretrained() -> None:
@@ -148,6 +168,8 @@ def main(argv: list[str] | None = None) -> int:
         _evaluate(args)
     elif args.command == "pretrained":
         _list_pretrained()
+    elif args.command == "data":
+        return _prepare_data(args)
     return 0
 
 

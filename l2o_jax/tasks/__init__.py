@@ -5,6 +5,7 @@ from l2o_jax.tasks.datasets import TFDS_DATASETS
 from l2o_jax.tasks.datasets import Dataset
 from l2o_jax.tasks.datasets import DatasetUnavailableError
 from l2o_jax.tasks.datasets import load_dataset
+from l2o_jax.tasks.datasets import prepare_datasets
 from l2o_jax.tasks.models import ACTIVATIONS
 from l2o_jax.tasks.models import CNN
 from l2o_jax.tasks.models import MLP
@@ -26,4 +27,5 @@ __all__ = [
     "image_task",
     "layer_activations",
     "load_dataset",
+    "prepare_datasets",
 ]

@@ -2,13 +2,17 @@
 
 Two datasets ship inside installed packages and need no network: scikit-learn's 8x8 ``'digits'`` and
 the procedural ``'mnist1d'``. The real ones (MNIST, FashionMNIST, CIFAR10, CIFAR100) come through
-``tfds.data_source`` (array_record, no TensorFlow) and must be prepared once with a network.
+``tfds.data_source`` (array_record, no TensorFlow) and must be prepared once with a network:
+:func:`prepare_datasets` (``l2o-jax data prepare fashion_mnist cifar10``).
 """
 
 from __future__ import annotations
 
 import functools
 import random
+import socket
+import urllib.parse
+from collections.abc import Sequence
 
 import jax
 import jax.numpy as jnp
@@ -22,6 +26,10 @@ SPLITS = ('train', 'validation', 'test')
 
 class DatasetUnavailableError(RuntimeError):
     """A tfds dataset is neither prepared in ``data_dir`` nor downloadable."""
+
+
+def _offline_hint() -> str:
+    return f"offline, use an embedded dataset: {' or '.join(repr(n) for n in EMBEDDED_DATASETS)}"
 
 
 @struct.dataclass
@@ -180,8 +188,7 @@ def _tfds_splits(name: str, data_dir: str | None, download: bool):
         raise DatasetUnavailableError(
             f'Dataset {name!r} is not prepared in data_dir={data_dir or "<tfds default>"!s} and could not '
             f'be downloaded ({type(error).__name__}). Prepare it once with a network '
-            f"(load_dataset({name!r}, download=True), the `l2o-jax` command, or `tfds build {name} "
-            f"--file_format=array_record`), or use an embedded offline dataset: 'digits' or 'mnist1d'."
+            f'(`l2o-jax data prepare {name}{f" --data-dir {data_dir}" if data_dir else ""}`), or {_offline_hint()}.'
         ) from error
     num_classes = train_source.dataset_info.features['label'].num_classes
     train_x, train_y = _read_source(train_source)
@@ -190,6 +197,76 @@ def _tfds_splits(name: str, data_dir: str | None, download: bool):
     validation = (train_x[num_train:], train_y[num_train:])
     train = (train_x[:num_train], train_y[:num_train])
     return (train, validation, _read_source(test_source)), num_classes
+
+
+def prepare_datasets(
+    names: Sequence[str], *, data_dir: str | None = None, progress: bool = True, timeout: float = 10.0
+) -> list[str]:
+    """Downloads and prepares tfds datasets as array_record in ``data_dir``, so :func:`load_dataset` reads them
+    offline afterwards (with ``tfds.data_source``). Prepared datasets are skipped; embedded ones need nothing.
+
+    Args:
+      names: dataset names from ``TFDS_DATASETS`` (or ``EMBEDDED_DATASETS``, a no-op).
+      data_dir: tfds data directory (tfds's default, ``~/tensorflow_datasets``, when ``None``).
+      progress: show a progress bar over the datasets.
+      timeout: seconds to wait for each download host to answer before calling the network unreachable.
+
+    Returns:
+      The names of the datasets now prepared (every tfds name in ``names``).
+
+    Raises:
+      ValueError: for an unknown name (before anything is downloaded).
+      DatasetUnavailableError: when a dataset cannot be downloaded or built; the one-line message names the
+        dataset and the offline alternatives.
+
+    Example:
+      >>> prepare_datasets(['fashion_mnist', 'cifar10'], data_dir='~/tensorflow_datasets')
+      ['fashion_mnist', 'cifar10']
+    """
+    unknown = [n for n in names if n not in EMBEDDED_DATASETS + TFDS_DATASETS]
+    if unknown:
+        raise ValueError(
+            f'Unknown dataset {unknown[0]!r}; tfds datasets: {TFDS_DATASETS}, embedded: {EMBEDDED_DATASETS}.'
+        )
+    import tensorflow_datasets as tfds
+    from tqdm.auto import tqdm
+
+    prepared = []
+    bar = tqdm([n for n in dict.fromkeys(names) if n in TFDS_DATASETS], desc='datasets', disable=not progress)
+    for name in bar:
+        bar.set_postfix_str(name)
+        builder = tfds.builder(name, data_dir=data_dir, file_format='array_record')
+        if not builder.is_prepared():
+            try:
+                _check_reachable(name, builder.url_infos or {}, timeout)
+                # tfds's GCS mirror holds tfrecord files; build array_record from the original sources instead.
+                builder.download_and_prepare(download_config=tfds.download.DownloadConfig(try_download_gcs=False))
+            except ModuleNotFoundError as error:
+                raise DatasetUnavailableError(
+                    f'Cannot prepare {name!r}: tfds builds it with {error.name!r}, which is not installed '
+                    f'(pip install "l2o-jax[data]", or tensorflow-cpu); reading it later needs no TensorFlow.'
+                ) from error
+            except (tfds.download.DownloadError, OSError) as error:
+                raise DatasetUnavailableError(
+                    f'Cannot download {name!r} into {builder.data_dir} ({type(error).__name__}: {error}); '
+                    f'retry with a network, or {_offline_hint()}.'
+                ) from error
+        prepared.append(name)
+    return prepared
+
+
+def _check_reachable(name: str, urls, timeout: float) -> None:
+    """Fails fast when a download host does not answer: tfds's own requests have no timeout and hang offline."""
+    for url in sorted(urls):
+        parsed = urllib.parse.urlsplit(url)
+        port = parsed.port or (443 if parsed.scheme == 'https' else 80)
+        try:
+            socket.create_connection((parsed.hostname, port), timeout=timeout).close()
+        except OSError as error:
+            raise DatasetUnavailableError(
+                f'Cannot download {name!r}: {parsed.hostname} is unreachable ({type(error).__name__}: {error}); '
+                f'retry with a network, or {_offline_hint()}.'
+            ) from None
 
 
 def _read_source(source) -> tuple[np.ndarray, np.ndarray]:
