@@ -21,9 +21,9 @@ import numpy as np
 
 from l2o_jax import evaluation
 from l2o_jax import study
-from l2o_jax.checkpoints import load_info
-from l2o_jax.checkpoints import load_meta_params
-from l2o_jax.checkpoints import save_meta_params
+from l2o_jax.io import load_info
+from l2o_jax.io import load_meta_params
+from l2o_jax.io import save_meta_params
 from l2o_jax.optimizers import LSTML2O
 from l2o_jax.optimizers import MLPL2O
 from l2o_jax.optimizers import GraphL2O

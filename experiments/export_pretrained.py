@@ -20,8 +20,8 @@ import sys
 from common import slug
 
 from l2o_jax import pretrained
-from l2o_jax.checkpoints import load_info
-from l2o_jax.checkpoints import load_meta_params
+from l2o_jax.io import load_info
+from l2o_jax.io import load_meta_params
 
 DOC = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "docs", "pretrained.md")
 
@@ -82,7 +82,7 @@ def _row(name: str, entry: dict) -> str:
         for b in ev["tuned_baselines"]
     )
     return (
-        f"| `{name}` | {entry['config']['family']} | {meta['outer_steps']} (best: {meta['checkpoint_chosen']}) | "
+        f"| `{name}` | {entry['config']['type']} | {meta['outer_steps']} (best: {meta['checkpoint_chosen']}) | "
         f"{ev['task']}, {learned['steps']} steps x {learned['seeds']} seeds | "
         f"{100 * learned['final_accuracy']:.2f} ± {100 * learned['final_accuracy_std']:.2f} | {baselines} |"
     )

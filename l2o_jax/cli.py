@@ -146,7 +146,7 @@ def _list_pretrained() -> None:
         record = pretrained.info(name)
         learned = record["evaluation"]["learned"]
         print(
-            f"{name:24s} {record['config']['family']:18s} {100 * learned['final_accuracy']:.2f} % on "
+            f"{name:24s} {record['config']['type']:18s} {100 * learned['final_accuracy']:.2f} % on "
             f"{record['evaluation']['task']} after {learned['steps']} steps\n    made by: {record['command']}"
         )
 

@@ -18,6 +18,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from l2o_jax.graphs import ACTIVATIONS
+from l2o_jax.graphs import record_forward
+
 
 @dataclasses.dataclass(frozen=True)
 class FeatureConfig:
@@ -221,14 +224,12 @@ def init_probes(key: jax.Array, config: ProbeConfig) -> jax.Array:
 def check_probe_support(spec) -> None:
     """Raises a ValueError naming the parameter path if probes cannot run through the network of ``spec``.
 
-    Probes run through ``l2o_jax.backward.forward.record_forward``: a chain of Dense and stride-1 same-padded
+    Probes run through ``l2o_jax.graphs.record_forward``: a chain of Dense and stride-1 same-padded
     conv layers (global average pooling between the last conv and the first Dense), each with a bias.
 
     Example:
       >>> check_probe_support(graph_spec(params))
     """
-    from l2o_jax.tasks.models import ACTIVATIONS  # imported here: the features need no optimizee models otherwise
-
     for layer in spec.layers:
         if layer.activation not in ACTIVATIONS:
             raise ValueError(
@@ -260,8 +261,6 @@ def probe_features(spec, params, probes: jax.Array) -> jax.Array:
     Example:
       >>> feats = probe_features(graph_spec(params), params, meta_params.arrays['probes'])
     """
-    from l2o_jax.backward.forward import record_forward  # imported here: l2o_jax.backward imports the optimizers
-
     check_probe_support(spec)
     tape = record_forward(spec, params, probes)
     pooled = [a.astype(jnp.float32).mean(axis=tuple(range(1, a.ndim - 1))).T for a in tape.post]
@@ -278,8 +277,6 @@ def check_probe_forward(apply_fn, spec, params, probes: jax.Array, *, rtol: floa
     Example:
       >>> check_probe_forward(model.apply, graph_spec(params), params, meta_params.arrays['probes'])
     """
-    from l2o_jax.backward.forward import record_forward  # imported here: l2o_jax.backward imports the optimizers
-
     check_probe_support(spec)
     expected = jax.eval_shape(lambda p, x: record_forward(spec, p, x).logits, params, probes)
     got = jax.eval_shape(apply_fn, params, probes)

@@ -32,8 +32,8 @@ import optax
 from l2o_jax.meta.estimators import PES
 from l2o_jax.meta.estimators import AntitheticES
 from l2o_jax.meta.unroll import fresh_unroll_loss
-from l2o_jax.optimizers.base import MetaParams
-from l2o_jax.optimizers.base import _check_meta_params
+from l2o_jax.optimizers import MetaParams
+from l2o_jax.optimizers import check_meta_params
 from l2o_jax.optimizers.li_malik import LiMalikL2O
 from l2o_jax.optimizers.li_malik import init_li_malik_state
 from l2o_jax.optimizers.li_malik import li_malik_step
@@ -118,7 +118,7 @@ class Reinforce:
 
     def init(self, meta_params, task, key):
         del task, key
-        _check_meta_params(meta_params, LiMalikL2O)
+        check_meta_params(meta_params, LiMalikL2O)
         return ()
 
     def estimate(self, meta_params: MetaParams, task, state, key):

@@ -14,7 +14,7 @@ import time
 import jax
 
 from l2o_jax import evaluation
-from l2o_jax.checkpoints import save_meta_params
+from l2o_jax.io import save_meta_params
 from l2o_jax.meta import FullUnrollBPTT
 from l2o_jax.meta import MetaTrainConfig
 from l2o_jax.meta import meta_train

@@ -24,7 +24,7 @@ def test_the_promised_entries_ship_with_their_records():
         assert record["meta_training"]["outer_steps"] > 0
         assert 0.0 < record["evaluation"]["learned"]["final_accuracy"] <= 1.0
         meta_params = pretrained.load(name)
-        assert meta_params.config == l2o_jax.checkpoints.config_from_dict(record["config"])
+        assert meta_params.config == l2o_jax.io.config_from_dict(record["config"])
         assert all(np.all(np.isfinite(x)) for x in jax.tree.leaves(meta_params.arrays))
 
 
@@ -43,7 +43,7 @@ def test_save_load_round_trip_and_mismatch_is_named(tmp_path):
     loaded = pretrained.load("tiny", tmp_path)
     jax.tree.map(np.testing.assert_array_equal, loaded.arrays, meta_params.arrays)
     record = json.loads((tmp_path / "tiny.json").read_text())
-    record["config"]["fields"]["hidden"] = [5]
+    record["config"]["hidden"] = [5]
     (tmp_path / "tiny.json").write_text(json.dumps(record))
     with pytest.raises(ValueError, match="tiny.*shape"):
         pretrained.load("tiny", tmp_path)

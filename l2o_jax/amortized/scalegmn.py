@@ -46,6 +46,8 @@ from l2o_jax.graphs import graph_to_params
 from l2o_jax.graphs import tree_to_graph_arrays
 from l2o_jax.nn import MLP
 from l2o_jax.optimizers import MetaParams
+from l2o_jax.optimizers import register_family
+from l2o_jax.optimizers import tiny_mlp_params
 
 #: The symmetry group each supported activation has besides permutations.
 ACTIVATION_SYMMETRY = {'tanh': 'sign', 'relu': 'scale'}
@@ -56,6 +58,7 @@ _EPS = 1e-12
 _INVERSE_EPS = 1e-6
 
 
+@register_family
 @dataclasses.dataclass(frozen=True)
 class ScaleGMN:
     """Config of a ScaleGMN (or, with ``symmetry='none'``, the symmetry-broken GMN) single-shot metanetwork.
@@ -142,15 +145,25 @@ class ScaleGMN:
             input_scales=self.input_scales,
         )
 
-    def init(self, key: jax.Array, params) -> MetaParams:
+    def init(self, key: jax.Array, params=None) -> MetaParams:
         """Random meta-parameters for networks shaped like ``params`` (concrete arrays, not tracers).
 
         They apply to other widths and depths too, with the same kernel window (and, when ``positional``,
-        the same numbers of inputs and outputs).
+        the same numbers of inputs and outputs). ``params`` may be left out once ``window``, ``io_sizes`` and
+        ``input_scales`` are set, as in the config of existing meta-parameters (loading uses that).
 
         Example:
           >>> meta_params = ScaleGMN(activation='relu').init(jax.random.key(0), params)
+          >>> same_shapes = meta_params.config.init(jax.random.key(1))
         """
+        if params is None:
+            if None in (self.window, self.io_sizes, self.input_scales):
+                raise ValueError(
+                    f"{self.name}.init needs an example network's params until window, io_sizes and input_scales "
+                    "are set (init sets them from the example)."
+                )
+            # A stand-in with the same inputs and outputs, read with the same window: the same meta-parameter shapes.
+            params = tiny_mlp_params(*self.io_sizes)
         spec = graph_spec(params, window=self.window)
         config = dataclasses.replace(self, window=spec.window, io_sizes=(spec.widths[0], spec.widths[-1]))
         structure = config.structure(spec)

@@ -5,9 +5,7 @@ Example:
   >>> loss, grads = learned_value_and_grad(task, meta_params)(params, batch)  # jax.value_and_grad at init
 """
 
-from l2o_jax.backward.forward import Tape
 from l2o_jax.backward.forward import network_spec
-from l2o_jax.backward.forward import record_forward
 from l2o_jax.backward.learned import LearnedBackward
 from l2o_jax.backward.learned import LearnedGradientTask
 from l2o_jax.backward.learned import gradient_optimizer
@@ -15,6 +13,8 @@ from l2o_jax.backward.learned import learned_backward_pass
 from l2o_jax.backward.learned import learned_gradient_task
 from l2o_jax.backward.learned import learned_value_and_grad
 from l2o_jax.backward.networks import neuron_features
+from l2o_jax.graphs import Tape  # re-exported: the forward pass the backward pass reads
+from l2o_jax.graphs import record_forward
 
 __all__ = [
     "LearnedBackward",

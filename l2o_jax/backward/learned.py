@@ -31,11 +31,8 @@ import jax.numpy as jnp
 import optax
 from flax import struct
 
-from l2o_jax.backward.forward import Tape
-from l2o_jax.backward.forward import apply_layer
 from l2o_jax.backward.forward import model_of
 from l2o_jax.backward.forward import network_spec
-from l2o_jax.backward.forward import record_forward
 from l2o_jax.backward.networks import NUM_EDGE_FEATURES
 from l2o_jax.backward.networks import NUM_NEURON_FEATURES
 from l2o_jax.backward.networks import EdgeNetwork
@@ -47,7 +44,11 @@ from l2o_jax.graphs import ROLE_HIDDEN
 from l2o_jax.graphs import ROLE_INPUT
 from l2o_jax.graphs import ROLE_OUTPUT
 from l2o_jax.graphs import GraphSpec
+from l2o_jax.graphs import Tape
+from l2o_jax.graphs import apply_layer
+from l2o_jax.graphs import record_forward
 from l2o_jax.optimizers import MetaParams
+from l2o_jax.optimizers import register_family
 from l2o_jax.tasks import Task
 
 #: The optimizers that can apply the learned gradients (``LearnedBackward.optimizer``). Adam's ``eps_root`` keeps
@@ -71,6 +72,7 @@ def gradient_optimizer(name: str, learning_rate: float) -> optax.GradientTransfo
     return OPTIMIZERS[name](learning_rate)
 
 
+@register_family
 @dataclasses.dataclass(frozen=True)
 class LearnedBackward:
     """Config of a learned backward pass (a frozen, hashable dataclass, like the learned optimizers').

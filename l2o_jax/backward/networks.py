@@ -12,8 +12,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from l2o_jax.backward.forward import neuron_axes
 from l2o_jax.graphs import ACTIVATION_CATEGORIES
+from l2o_jax.graphs import neuron_axes
 from l2o_jax.nn import MLP
 
 #: Added under the square root of every root-mean-square: keeps its derivative finite at zero.

@@ -1,13 +1,22 @@
-"""Neural graphs: parameter pytrees of MLPs/CNNs as ``jraph.GraphsTuple`` s, and back.
+"""Neural graphs: parameter pytrees of MLPs/CNNs as ``jraph.GraphsTuple`` s, and back; the forward pass through
+a neural graph (``record_forward``) and the table of activations its layers may carry.
 
 The only part of l2o_jax that imports jraph.
 """
 
+from l2o_jax.graphs.activations import ACTIVATIONS
+from l2o_jax.graphs.activations import get_activation
 from l2o_jax.graphs.convert import batch_graphs
 from l2o_jax.graphs.convert import graph_to_params
 from l2o_jax.graphs.convert import params_to_graph
 from l2o_jax.graphs.convert import stack_trees
 from l2o_jax.graphs.convert import tree_to_graph_arrays
+from l2o_jax.graphs.forward import Tape
+from l2o_jax.graphs.forward import apply_layer
+from l2o_jax.graphs.forward import conv_implementation
+from l2o_jax.graphs.forward import neuron_axes
+from l2o_jax.graphs.forward import record_forward
+from l2o_jax.graphs.forward import shifted_matmul_conv
 from l2o_jax.graphs.spec import ACTIVATION_CATEGORIES
 from l2o_jax.graphs.spec import LAYER_KINDS
 from l2o_jax.graphs.spec import ROLE_HIDDEN
@@ -22,6 +31,7 @@ from l2o_jax.graphs.symmetry import permute_hidden_neurons
 from l2o_jax.graphs.symmetry import scale_hidden_neurons
 
 __all__ = [
+    "ACTIVATIONS",
     "ACTIVATION_CATEGORIES",
     "LAYER_KINDS",
     "ROLE_HIDDEN",
@@ -29,14 +39,21 @@ __all__ = [
     "ROLE_OUTPUT",
     "GraphSpec",
     "LayerSpec",
+    "Tape",
+    "apply_layer",
     "batch_graphs",
+    "conv_implementation",
     "edge_permutation",
+    "get_activation",
     "graph_spec",
     "graph_to_params",
+    "neuron_axes",
     "node_permutation",
     "params_to_graph",
     "permute_hidden_neurons",
+    "record_forward",
     "scale_hidden_neurons",
+    "shifted_matmul_conv",
     "stack_trees",
     "tree_to_graph_arrays",
 ]

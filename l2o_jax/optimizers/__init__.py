@@ -1,10 +1,17 @@
-"""Learned optimizers as optax transformations."""
+"""Learned optimizers as optax transformations: the core (``MetaParams``, the learned-optimizer protocol, the
+registry of families and their config encoding) and one module per family.
+
+These factories take ``MetaParams``; the top-level ones (``l2o_jax.graph_l2o``, ...) also take the name of a
+pretrained entry.
+"""
 
 from l2o_jax.optimizers.base import L2OState
 from l2o_jax.optimizers.base import LearnedOptimizer
 from l2o_jax.optimizers.base import MetaParams
 from l2o_jax.optimizers.base import OutputConfig
+from l2o_jax.optimizers.base import check_meta_params
 from l2o_jax.optimizers.base import learned_transform
+from l2o_jax.optimizers.base import tiny_mlp_params
 from l2o_jax.optimizers.graph import GraphL2O
 from l2o_jax.optimizers.graph import RecurrentGraphL2O
 from l2o_jax.optimizers.graph import TransformerL2O
@@ -17,12 +24,14 @@ from l2o_jax.optimizers.per_parameter import LSTML2O
 from l2o_jax.optimizers.per_parameter import MLPL2O
 from l2o_jax.optimizers.per_parameter import lstm_l2o
 from l2o_jax.optimizers.per_parameter import mlp_l2o
-
-#: Every learned optimizer family by name (used to rebuild configs from checkpoints).
-FAMILIES = {cls.__name__: cls for cls in (GraphL2O, TransformerL2O, RecurrentGraphL2O, LSTML2O, MLPL2O, LiMalikL2O)}
+from l2o_jax.optimizers.registry import abstract_meta_params
+from l2o_jax.optimizers.registry import config_from_dict
+from l2o_jax.optimizers.registry import config_to_dict
+from l2o_jax.optimizers.registry import families
+from l2o_jax.optimizers.registry import register_config
+from l2o_jax.optimizers.registry import register_family
 
 __all__ = [
-    "FAMILIES",
     "GraphL2O",
     "L2OState",
     "LSTML2O",
@@ -33,11 +42,19 @@ __all__ = [
     "OutputConfig",
     "RecurrentGraphL2O",
     "TransformerL2O",
+    "abstract_meta_params",
+    "check_meta_params",
+    "config_from_dict",
+    "config_to_dict",
+    "families",
     "graph_l2o",
     "learned_transform",
     "li_malik_l2o",
     "lstm_l2o",
     "mlp_l2o",
     "recurrent_graph_l2o",
+    "register_config",
+    "register_family",
+    "tiny_mlp_params",
     "transformer_l2o",
 ]

@@ -101,12 +101,17 @@ class L2OState(NamedTuple):
     recurrent: Any
 
 
-def _tiny_params(fan_in: int = 3) -> dict:
-    """A ``fan_in``-4-2 MLP's parameters: the stand-in optimizee used to initialise meta-networks."""
+def tiny_mlp_params(fan_in: int = 3, fan_out: int = 2) -> dict:
+    """A ``fan_in``-4-``fan_out`` MLP's (zero) parameters: the stand-in optimizee that initialises meta-networks.
+
+    Example:
+      >>> graph_spec(tiny_mlp_params()).widths
+      (3, 4, 2)
+    """
     return {
         "params": {
             "Dense_0": {"kernel": jnp.zeros((fan_in, 4)), "bias": jnp.zeros(4)},
-            "Dense_1": {"kernel": jnp.zeros((4, 2)), "bias": jnp.zeros(2)},
+            "Dense_1": {"kernel": jnp.zeros((4, fan_out)), "bias": jnp.zeros(fan_out)},
         }
     }
 
@@ -156,7 +161,7 @@ class LearnedOptimizer:
 
     def stand_in_params(self) -> Any:
         """The stand-in optimizee whose features initialise the meta-network (a tiny MLP)."""
-        return _tiny_params()
+        return tiny_mlp_params()
 
     # -- shared ---------------------------------------------------------------------------------------
     def init(self, key: jax.Array) -> MetaParams:
@@ -186,12 +191,18 @@ def _init_arrays(config: LearnedOptimizer, key: jax.Array) -> dict:
     return {"net": variables["params"], "log_lr": jnp.log(jnp.float32(config.output.init_lr)), **extra}
 
 
-def _check_meta_params(meta_params, expected: type | None = None) -> MetaParams:
-    """``meta_params`` checked against the family ``expected``; a string names a shipped pretrained entry."""
-    if isinstance(meta_params, str):
-        from l2o_jax import pretrained  # imported here: pretrained depends on this module
+def check_meta_params(meta_params, expected: type | None = None) -> MetaParams:
+    """``meta_params`` checked against the family ``expected`` (any family when ``None``); a clear TypeError if not.
 
-        meta_params = pretrained.load(meta_params)
+    Example:
+      >>> meta_params = check_meta_params(meta_params, GraphL2O)
+    """
+    if isinstance(meta_params, str):
+        raise TypeError(
+            f"got the name {meta_params!r}: the factories of l2o_jax.optimizers take MetaParams; pretrained "
+            f"entries are loaded by name with the top-level factories (e.g. l2o_jax.graph_l2o({meta_params!r})) or "
+            f"l2o_jax.pretrained.load({meta_params!r})."
+        )
     if not isinstance(meta_params, MetaParams):
         raise TypeError(
             f"expected l2o_jax MetaParams (from e.g. GraphL2O().init(key) or load_meta_params), got "
@@ -223,7 +234,7 @@ def learned_transform(meta_params: MetaParams, **options) -> optax.GradientTrans
       >>> state = tx.init(params)
       >>> updates, state = tx.update(grads, state, params, value=loss)
     """
-    meta_params = _check_meta_params(meta_params)
+    meta_params = check_meta_params(meta_params)
     config: LearnedOptimizer = meta_params.config
     network = config.network()
 

@@ -37,13 +37,14 @@ from l2o_jax.nn import RelationalTransformer
 from l2o_jax.optimizers.base import LearnedOptimizer
 from l2o_jax.optimizers.base import MetaParams
 from l2o_jax.optimizers.base import OutputConfig
-from l2o_jax.optimizers.base import _check_meta_params
-from l2o_jax.optimizers.base import _tiny_params
+from l2o_jax.optimizers.base import check_meta_params
 from l2o_jax.optimizers.base import flatten_features
 from l2o_jax.optimizers.base import learned_transform
 from l2o_jax.optimizers.base import num_coordinates
 from l2o_jax.optimizers.base import output_head
+from l2o_jax.optimizers.base import tiny_mlp_params
 from l2o_jax.optimizers.base import unflatten_features
+from l2o_jax.optimizers.registry import register_family
 
 
 def io_position_ids(spec: graphs.GraphSpec, max_positions: int) -> np.ndarray:
@@ -158,7 +159,7 @@ class _GraphFamily(LearnedOptimizer):
         return {"probes": probe_features(context, params, arrays["probes"])}
 
     def stand_in_params(self):
-        return _tiny_params() if self.probes is None else _tiny_params(self.probes.input_size)
+        return tiny_mlp_params() if self.probes is None else tiny_mlp_params(self.probes.input_size)
 
     def transform(self, meta_params: MetaParams, *, apply_fn=None, **options) -> optax.GradientTransformationExtraArgs:
         """This learned optimizer as an optax transformation; with probes, ``init`` checks the optimizee.
@@ -199,6 +200,7 @@ class _GraphFamily(LearnedOptimizer):
         return CoordinateLSTM.initialize_carry(num_coordinates(params), self.recurrent_hidden, 1, jnp.float32)
 
 
+@register_family
 @dataclasses.dataclass(frozen=True)
 class GraphL2O(_GraphFamily):
     """Config of NG-GNN: PNA message passing with edge updates over the optimizee's neural graph.
@@ -217,6 +219,7 @@ class GraphL2O(_GraphFamily):
     """
 
 
+@register_family
 @dataclasses.dataclass(frozen=True)
 class TransformerL2O(_GraphFamily):
     """Config of NG-T: a relational transformer over the neural graph.
@@ -236,6 +239,7 @@ class TransformerL2O(_GraphFamily):
         return self.heads
 
 
+@register_family
 @dataclasses.dataclass(frozen=True)
 class RecurrentGraphL2O(_GraphFamily):
     """Config of RecurrentGNN (seed 000, III.2): a per-parameter LSTM whose outputs are appended to each
@@ -253,13 +257,14 @@ class RecurrentGraphL2O(_GraphFamily):
 
 
 def graph_l2o(
-    meta_params: MetaParams | str, *, activations=None, order=None, apply_fn=None
+    meta_params: MetaParams, *, activations=None, order=None, apply_fn=None
 ) -> optax.GradientTransformationExtraArgs:
     """NG-GNN as an optax transformation.
 
     Args:
-      meta_params: ``GraphL2O(...).init(key)``, trained meta-parameters, ``load_meta_params(path)``, or the
-        name of a shipped pretrained entry such as ``"ng-gnn-digits"`` (see ``l2o_jax.pretrained.available()``).
+      meta_params: ``GraphL2O(...).init(key)``, trained meta-parameters or ``load_meta_params(path)``. The
+        top-level ``l2o_jax.graph_l2o`` also takes the name of a shipped pretrained entry, such as
+        ``"ng-gnn-digits"`` (see ``l2o_jax.pretrained.available()``).
       activations, order: how to read the optimizee's architecture (see ``l2o_jax.graphs.graph_spec``):
         the activation name(s) and, when the natural order of layer names is not the forward order, the
         layer paths in order.
@@ -277,18 +282,18 @@ def graph_l2o(
       >>> updates, state = tx.update(grads, state, params, value=loss)
       >>> params = optax.apply_updates(params, updates)
     """
-    return _check_meta_params(meta_params, GraphL2O).transform(activations=activations, order=order, apply_fn=apply_fn)
+    return check_meta_params(meta_params, GraphL2O).transform(activations=activations, order=order, apply_fn=apply_fn)
 
 
 def transformer_l2o(
-    meta_params: MetaParams | str, *, activations=None, order=None, apply_fn=None
+    meta_params: MetaParams, *, activations=None, order=None, apply_fn=None
 ) -> optax.GradientTransformationExtraArgs:
     """NG-T (relational transformer over the neural graph) as an optax transformation; see ``graph_l2o``.
 
     Example:
       >>> tx = transformer_l2o(TransformerL2O().init(jax.random.key(0)))
     """
-    meta_params = _check_meta_params(meta_params, TransformerL2O)
+    meta_params = check_meta_params(meta_params, TransformerL2O)
     return meta_params.transform(activations=activations, order=order, apply_fn=apply_fn)
 
 
@@ -300,5 +305,5 @@ def recurrent_graph_l2o(
     Example:
       >>> tx = recurrent_graph_l2o(RecurrentGraphL2O().init(jax.random.key(0)))
     """
-    meta_params = _check_meta_params(meta_params, RecurrentGraphL2O)
+    meta_params = check_meta_params(meta_params, RecurrentGraphL2O)
     return meta_params.transform(activations=activations, order=order, apply_fn=apply_fn)

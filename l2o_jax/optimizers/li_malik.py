@@ -42,10 +42,11 @@ import optax
 from l2o_jax.features import log_sign
 from l2o_jax.nn import CoordinateLSTM
 from l2o_jax.optimizers.base import MetaParams
-from l2o_jax.optimizers.base import _check_meta_params
+from l2o_jax.optimizers.base import check_meta_params
 from l2o_jax.optimizers.base import flatten_features
 from l2o_jax.optimizers.base import num_coordinates
 from l2o_jax.optimizers.base import unflatten_features
+from l2o_jax.optimizers.registry import register_family
 
 NUM_OBSERVATIONS = 5  # log|ḡ|, sign ḡ, log|Δx̄|, sign Δx̄, relative change of f̄
 
@@ -149,6 +150,7 @@ class LiMalikPolicy(nn.Module):
         return carry, head(h)[:, 0]
 
 
+@register_family
 @dataclasses.dataclass(frozen=True)
 class LiMalikL2O:
     """Config of Li & Malik's learned optimizer policy (see the module docstring).
@@ -261,7 +263,7 @@ def li_malik_step(
     return updates, LiMalikState(history, x_bar, f_bar, recurrent), log_prob
 
 
-def li_malik_l2o(meta_params: MetaParams | str) -> optax.GradientTransformationExtraArgs:
+def li_malik_l2o(meta_params: MetaParams) -> optax.GradientTransformationExtraArgs:
     """Li & Malik's learned optimizer policy as an optax transformation.
 
     ``update(grads, state, params, *, value, key=None)`` needs ``params`` and the objective ``value`` (optax's
@@ -281,7 +283,7 @@ def li_malik_l2o(meta_params: MetaParams | str) -> optax.GradientTransformationE
       >>> state = tx.init(params)
       >>> updates, state = tx.update(grads, state, params, value=loss)
     """
-    meta_params = _check_meta_params(meta_params, LiMalikL2O)
+    meta_params = check_meta_params(meta_params, LiMalikL2O)
     config: LiMalikL2O = meta_params.config
 
     def init_fn(params):

@@ -17,11 +17,12 @@ from l2o_jax.nn import CoordinateLSTM
 from l2o_jax.optimizers.base import LearnedOptimizer
 from l2o_jax.optimizers.base import MetaParams
 from l2o_jax.optimizers.base import OutputConfig
-from l2o_jax.optimizers.base import _check_meta_params
+from l2o_jax.optimizers.base import check_meta_params
 from l2o_jax.optimizers.base import flatten_features
 from l2o_jax.optimizers.base import num_coordinates
 from l2o_jax.optimizers.base import output_head
 from l2o_jax.optimizers.base import unflatten_features
+from l2o_jax.optimizers.registry import register_family
 
 
 def _rows_with_globals(feats, glob):
@@ -59,6 +60,7 @@ class CoordinateLSTMNet(nn.Module):
         return unflatten_features(output_head(2, self.output)(h), how), recurrent
 
 
+@register_family
 @dataclasses.dataclass(frozen=True)
 class MLPL2O(LearnedOptimizer):
     """Config of the per-parameter MLP learned optimizer.
@@ -74,6 +76,7 @@ class MLPL2O(LearnedOptimizer):
         return PerParameterMLPNet(self.hidden, self.output)
 
 
+@register_family
 @dataclasses.dataclass(frozen=True)
 class LSTML2O(LearnedOptimizer):
     """Config of the coordinatewise LSTM learned optimizer (Andrychowicz et al.: 2 layers of 20 units).
@@ -93,16 +96,16 @@ class LSTML2O(LearnedOptimizer):
         return CoordinateLSTM.initialize_carry(num_coordinates(params), self.hidden, self.num_layers, jnp.float32)
 
 
-def mlp_l2o(meta_params: MetaParams | str) -> optax.GradientTransformationExtraArgs:
+def mlp_l2o(meta_params: MetaParams) -> optax.GradientTransformationExtraArgs:
     """The per-parameter MLP learned optimizer as an optax transformation.
 
     Example:
       >>> tx = optax.chain(mlp_l2o(MLPL2O().init(jax.random.key(0))))
     """
-    return _check_meta_params(meta_params, MLPL2O).transform()
+    return check_meta_params(meta_params, MLPL2O).transform()
 
 
-def lstm_l2o(meta_params: MetaParams | str) -> optax.GradientTransformationExtraArgs:
+def lstm_l2o(meta_params: MetaParams) -> optax.GradientTransformationExtraArgs:
     """The coordinatewise LSTM learned optimizer as an optax transformation.
 
     References:
@@ -111,4 +114,4 @@ def lstm_l2o(meta_params: MetaParams | str) -> optax.GradientTransformationExtra
     Example:
       >>> tx = lstm_l2o(LSTML2O().init(jax.random.key(0)))
     """
-    return _check_meta_params(meta_params, LSTML2O).transform()
+    return check_meta_params(meta_params, LSTML2O).transform()

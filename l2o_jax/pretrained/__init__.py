@@ -1,8 +1,9 @@
 """Meta-trained learned optimizers that ship inside the package, so nobody has to meta-train before trying one.
 
-Each entry is two files in this directory: ``<name>.npz`` (the meta-parameter arrays, keyed by their pytree
-paths) and ``<name>.json`` (the learned optimizer's config and how the entry was made: the exact command, the
-data, the outer steps, the checkpoint chosen and its evaluation numbers). ``docs/pretrained.md`` lists them;
+Each entry is an ``l2o_jax.io`` archive in this directory: ``<name>.npz`` (the meta-parameter arrays, keyed by
+their pytree paths) and ``<name>.json`` (the learned optimizer's config, in the one encoding every saved file
+uses, and how the entry was made: the exact command, the data, the outer steps, the checkpoint chosen and its
+evaluation numbers). ``docs/pretrained.md`` lists them;
 ``experiments/export_pretrained.py`` writes them from an experiment's run directory.
 
 Example:
@@ -15,14 +16,10 @@ Example:
 
 from __future__ import annotations
 
-import json
 import os
-import tempfile
 from pathlib import Path
 
-import jax
-import numpy as np
-
+from l2o_jax import io
 from l2o_jax.optimizers import MetaParams
 
 #: Where the shipped entries live.
@@ -40,7 +37,7 @@ def available(directory: str | os.PathLike | None = None) -> list[str]:
     return sorted(p.stem for p in root.glob("*.json") if (root / f"{p.stem}.npz").exists())
 
 
-def _entry_path(name: str, directory, suffix: str) -> Path:
+def _entry(name: str, directory) -> Path:
     if not isinstance(name, str):
         raise TypeError(f"a pretrained learned optimizer is named by a string, got {type(name).__name__}.")
     root = Path(directory) if directory is not None else DIRECTORY
@@ -48,7 +45,7 @@ def _entry_path(name: str, directory, suffix: str) -> Path:
     if name not in names:
         listed = ", ".join(names) if names else "none"
         raise ValueError(f"no pretrained learned optimizer named {name!r}; available: {listed}.")
-    return root / f"{name}{suffix}"
+    return root / name
 
 
 def info(name: str, directory: str | os.PathLike | None = None) -> dict:
@@ -57,12 +54,7 @@ def info(name: str, directory: str | os.PathLike | None = None) -> dict:
     Example:
       >>> print(info('ng-gnn-digits')['command'])
     """
-    with open(_entry_path(name, directory, ".json")) as f:
-        return json.load(f)
-
-
-def _key(path) -> str:
-    return jax.tree_util.keystr(path)
+    return io.archive_record(_entry(name, directory))
 
 
 def load(name: str, directory: str | os.PathLike | None = None) -> MetaParams:
@@ -75,65 +67,23 @@ def load(name: str, directory: str | os.PathLike | None = None) -> MetaParams:
     Example:
       >>> tx = l2o_jax.graph_l2o(load('ng-gnn-digits'))
     """
-    from l2o_jax.checkpoints import config_from_dict  # checkpoints imports the optimizers, which import us lazily
-
-    entry = info(name, directory)
-    config = config_from_dict(entry["config"])
-    template = jax.eval_shape(lambda: config.init(jax.random.key(0)).arrays)  # shapes only: nothing is computed
-    paths_and_leaves, treedef = jax.tree_util.tree_flatten_with_path(template)
-    with np.load(_entry_path(name, directory, ".npz")) as stored:
-        expected = [_key(path) for path, _ in paths_and_leaves]
-        if sorted(expected) != sorted(stored.files):
-            raise ValueError(
-                f"pretrained entry {name!r} does not match {type(config).__name__}'s meta-parameters: "
-                f"missing {sorted(set(expected) - set(stored.files))}, unexpected "
-                f"{sorted(set(stored.files) - set(expected))}."
-            )
-        leaves = []
-        for (path, like), key in zip(paths_and_leaves, expected):
-            array = stored[key]
-            if array.shape != tuple(like.shape):
-                raise ValueError(f"pretrained entry {name!r}: {key} has shape {array.shape}, expected {like.shape}.")
-            leaves.append(jax.numpy.asarray(array, dtype=like.dtype))
-    return MetaParams(arrays=jax.tree_util.tree_unflatten(treedef, leaves), config=config)
+    return io.load_archive(_entry(name, directory))
 
 
 def save(name: str, meta_params: MetaParams, record: dict, directory: str | os.PathLike | None = None) -> Path:
     """Writes ``meta_params`` as the entry ``name`` with ``record`` (command, data, evaluation, ...).
 
-    Both files are written to temporary names first and renamed into place, so an entry is never half-written.
-
     Example:
       >>> save('ng-gnn-digits', meta_params, {'command': 'python experiments/replicate.py ...'})
     """
-    from l2o_jax.checkpoints import config_to_dict
-
-    if not isinstance(meta_params, MetaParams):
-        raise TypeError(f"pretrained.save expects MetaParams, got {type(meta_params).__name__}.")
     if not name or any(c in name for c in "/\\. "):
         raise ValueError(f"a pretrained name needs letters, digits and dashes only, got {name!r}.")
     root = Path(directory) if directory is not None else DIRECTORY
-    root.mkdir(parents=True, exist_ok=True)
-    entry = {"name": name, "config": config_to_dict(meta_params.config), **record}
-    text = json.dumps(entry, indent=2, sort_keys=True)  # fails before anything is written if not serialisable
-    leaves = jax.tree_util.tree_flatten_with_path(meta_params.arrays)[0]
-    arrays = {_key(path): np.asarray(leaf) for path, leaf in leaves}
-    writers = {".npz": lambda f: np.savez_compressed(f, **arrays), ".json": lambda f: f.write(text.encode())}
-    for suffix, write in writers.items():
-        fd, tmp = tempfile.mkstemp(dir=root, suffix=suffix + ".tmp")
-        try:
-            with os.fdopen(fd, "wb") as f:
-                write(f)
-            os.chmod(tmp, 0o644)  # mkstemp makes files private; shipped entries must be readable by all
-            os.replace(tmp, root / f"{name}{suffix}")
-        except BaseException:
-            os.unlink(tmp)
-            raise
-    return root / f"{name}.json"
+    return io.save_archive(root / name, meta_params, {"name": name, **record})
 
 
 def resolve(meta_params_or_name):
-    """``meta_params`` unchanged, or the pretrained entry if given a name (what the factories accept).
+    """``meta_params`` unchanged, or the pretrained entry if given a name (what the top-level factories accept).
 
     Example:
       >>> resolve('ng-gnn-digits').config

@@ -1,12 +1,12 @@
 """Optimizee tasks: datasets (tfds and embedded), Flax models, Task and TaskFamily."""
 
+from l2o_jax.graphs import ACTIVATIONS
 from l2o_jax.tasks.datasets import EMBEDDED_DATASETS
 from l2o_jax.tasks.datasets import TFDS_DATASETS
 from l2o_jax.tasks.datasets import Dataset
 from l2o_jax.tasks.datasets import DatasetUnavailableError
 from l2o_jax.tasks.datasets import load_dataset
 from l2o_jax.tasks.datasets import prepare_datasets
-from l2o_jax.tasks.models import ACTIVATIONS
 from l2o_jax.tasks.models import CNN
 from l2o_jax.tasks.models import MLP
 from l2o_jax.tasks.models import layer_activations

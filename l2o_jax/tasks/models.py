@@ -6,28 +6,12 @@ the architecture from the parameter pytree alone.
 
 from __future__ import annotations
 
-import itertools
-from typing import Callable
-
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-ACTIVATIONS: dict[str, Callable[[jax.Array], jax.Array]] = {
-    'relu': nn.relu,
-    'tanh': jnp.tanh,
-    'gelu': nn.gelu,
-    'sigmoid': nn.sigmoid,
-    'swish': nn.swish,
-    'linear': lambda x: x,
-}
-
-
-def get_activation(name: str) -> Callable[[jax.Array], jax.Array]:
-    """Returns the activation function called ``name``, or raises a ValueError listing the choices."""
-    if name not in ACTIVATIONS:
-        raise ValueError(f'Unknown activation {name!r}; available: {tuple(ACTIVATIONS)}.')
-    return ACTIVATIONS[name]
+from l2o_jax.graphs import conv_implementation
+from l2o_jax.graphs import get_activation
 
 
 class MLP(nn.Module):
@@ -53,49 +37,6 @@ class MLP(nn.Module):
         for width in self.hidden:
             x = activation(nn.Dense(width)(x))
         return nn.Dense(self.num_classes)(x)
-
-
-def shifted_matmul_conv(
-    lhs,
-    rhs,
-    window_strides,
-    padding,
-    lhs_dilation=None,
-    rhs_dilation=None,
-    dimension_numbers=None,
-    feature_group_count=1,
-    precision=None,
-    **kwargs,
-):
-    """A stride-1, same-padded, channels-last convolution as one matmul over stacked shifted views of the input.
-
-    A drop-in for ``lax.conv_general_dilated`` in ``nn.Conv`` for the convolutions the tasks use. XLA:CPU runs
-    ``lax.conv`` about 20x slower inside a ``while`` loop (an unroll's ``scan``) than outside it
-    (jax-ml/jax#12868); slices, a concatenation and a dot have no such penalty.
-    """
-    del dimension_numbers, precision, kwargs
-    if (
-        any(s != 1 for s in window_strides)
-        or feature_group_count != 1
-        or any(d != 1 for d in (lhs_dilation or ()))
-        or any(d != 1 for d in (rhs_dilation or ()))
-    ):
-        raise ValueError('shifted_matmul_conv supports stride 1, no dilation and no feature groups only.')
-    spatial = rhs.shape[:-2]
-    if isinstance(padding, str):
-        padding = [((k - 1) // 2, k - 1 - (k - 1) // 2) for k in spatial]
-    x = jnp.pad(lhs, [(0, 0)] + [tuple(p) for p in padding] + [(0, 0)])
-    out_shape = [x.shape[1 + i] - k + 1 for i, k in enumerate(spatial)]
-    views = []
-    for offset in itertools.product(*[range(k) for k in spatial]):
-        index = (slice(None),) + tuple(slice(o, o + n) for o, n in zip(offset, out_shape)) + (slice(None),)
-        views.append(x[index])
-    patches = jnp.concatenate(views, axis=-1)  # (B, *out, prod(spatial) * C_in), kernel-major like rhs
-    return patches @ rhs.reshape(-1, rhs.shape[-1])
-
-
-def _conv_implementation():
-    return shifted_matmul_conv if jax.default_backend() == 'cpu' else jax.lax.conv_general_dilated
 
 
 class CNN(nn.Module):
@@ -128,7 +69,7 @@ class CNN(nn.Module):
                 self.width,
                 kernel_size=(self.kernel_size,) * len(spatial_axes),
                 padding='SAME',
-                conv_general_dilated=_conv_implementation(),
+                conv_general_dilated=conv_implementation(),
             )
             x = activation(conv(x))
         return nn.Dense(self.num_classes)(jnp.mean(x, axis=spatial_axes))

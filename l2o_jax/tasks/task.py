@@ -15,9 +15,9 @@ import numpy as np
 import optax
 from flax import struct
 
+from l2o_jax.graphs import ACTIVATIONS
 from l2o_jax.tasks.datasets import Dataset
 from l2o_jax.tasks.datasets import load_dataset
-from l2o_jax.tasks.models import ACTIVATIONS
 from l2o_jax.tasks.models import CNN
 from l2o_jax.tasks.models import MLP
 from l2o_jax.tasks.models import layer_activations
