@@ -132,7 +132,7 @@ def build_parser(description: str, optimizers: tuple[str, ...]) -> argparse.Argu
     ev.add_argument("--eval-every", type=int)
     ev.add_argument("--seeds", type=int)
     ev.add_argument("--baselines", nargs="+", choices=sorted(evaluation.BASELINES))
-    ev.add_argument("--learning-rates", nargs="+", type=float, help="baseline grid (default: seed 000's)")
+    ev.add_argument("--learning-rates", nargs="+", type=float, help="baseline grid (default: x2 steps, 1e-4..0.1)")
     ev.add_argument("--weight-decays", nargs="+", type=float)
     return p
 
@@ -278,7 +278,8 @@ def describe(scale_name: str, config: study.StudyConfig) -> str:
         f"{meta.estimator.num_tasks} optimizees per outer step; {meta.outer_steps} outer steps of Adam "
         f"{meta.meta_lr:g} ({meta.schedule}); checkpoints every {meta.checkpoint_every}, the best picked by "
         f"validation loss after {config.selection_length} steps. Evaluation: {config.eval_steps} steps x "
-        f"{config.seeds} seeds on the test split; baselines tuned once per task on the validation split over lr "
+        f"{config.seeds} seeds on the test split; baselines tuned once per task on the validation split at the same "
+        f"horizon (mean validation {config.tuning_select_by} over {config.tuning_seeds} seeds) over lr "
         f"{list(config.learning_rates)} x wd {list(config.weight_decays)}."
     )
 
@@ -300,7 +301,11 @@ def provenance_table(provenance: dict) -> str:
 
 def tuning_table(tuned_by_task: dict) -> str:
     """Markdown: the tuned baselines' chosen hyperparameters and validation accuracy on each task."""
-    rows = ["| task | baseline | learning rate | weight decay | validation accuracy (%) |", "|---|---|---|---|---|"]
+    rows = [
+        "| task | baseline | learning rate | weight decay | on the grid's edge | validation loss "
+        "| validation accuracy (%) |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for task_name, tuned in tuned_by_task.items():
         for t in tuned:
             best = next(
@@ -308,7 +313,7 @@ def tuning_table(tuned_by_task: dict) -> str:
             )
             rows.append(
                 f"| {task_name} | {t.name} | {t.learning_rate:g} | {t.weight_decay:g} | "
-                f"{100 * best['val_accuracy']:.2f} |"
+                f"{'yes' if t.on_edge else 'no'} | {best['val_loss']:.4f} | {100 * best['val_accuracy']:.2f} |"
             )
     return "\n".join(rows)
 

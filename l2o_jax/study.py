@@ -37,8 +37,11 @@ class StudyConfig:
         (measured on the quickstart run: 79.1 % vs 93.9 % held-out accuracy for the 50- and 100-step picks).
       eval_task: ``image_task`` arguments of the held-out evaluation task.
       eval_steps, seeds, eval_every: the evaluation protocol.
-      baselines: hand-made optimizers tuned by grid search on the evaluation task's validation split.
-      learning_rates, weight_decays: the grid.
+      baselines: hand-made optimizers (keys of ``evaluation.BASELINES``) tuned by grid search on the evaluation
+        task's validation split at ``eval_steps``.
+      learning_rates, weight_decays: the grid (default: the fine grid; ``evaluation.KOFINAS_*`` is seed 000's).
+      tuning_seeds, tuning_select_by: the baselines' selection rule: runs per grid point, and ``'loss'`` (mean
+        validation loss at ``eval_steps``, the rule checkpoints are selected by) or ``'accuracy'``.
     """
 
     meta: MetaTrainConfig
@@ -48,9 +51,11 @@ class StudyConfig:
     eval_steps: int = 1000
     seeds: int = 5
     eval_every: int = 10
-    baselines: tuple[str, ...] = ("adam", "rmsprop")
-    learning_rates: tuple[float, ...] = evaluation.PAPER_LEARNING_RATES
-    weight_decays: tuple[float, ...] = evaluation.PAPER_WEIGHT_DECAYS
+    baselines: tuple[str, ...] = ("adam", "rmsprop", "sgd_momentum", "adam_cosine")
+    learning_rates: tuple[float, ...] = evaluation.FINE_LEARNING_RATES
+    weight_decays: tuple[float, ...] = evaluation.FINE_WEIGHT_DECAYS
+    tuning_seeds: int = 3
+    tuning_select_by: str = "loss"
 
     def with_overrides(self, **changes) -> "StudyConfig":
         """A copy with meta-training fields (``outer_steps``, ``meta_lr``, ``seed``...) or study fields replaced."""
@@ -147,17 +152,13 @@ def tune_baselines(study: StudyConfig, task) -> list[evaluation.TuningResult]:
             b,
             task,
             study.eval_steps,
+            seeds=study.tuning_seeds,
             learning_rates=study.learning_rates,
             weight_decays=study.weight_decays,
-            eval_every=study.eval_every,
+            select_by=study.tuning_select_by,
         )
         for b in study.baselines
     ]
-
-
-def _tuned_label(tuned: evaluation.TuningResult) -> str:
-    """How a tuned baseline is named in tables and plots, e.g. ``'adam (tuned: lr=0.005, wd=0)'``."""
-    return f"{tuned.name} (tuned: lr={tuned.learning_rate:g}, wd={tuned.weight_decay:g})"
 
 
 def evaluate_optimizers(study: StudyConfig, task, learned: dict, tuned: list) -> list[evaluation.EvalResult]:
@@ -173,7 +174,7 @@ def evaluate_optimizers(study: StudyConfig, task, learned: dict, tuned: list) ->
         return evaluation.evaluate(tx, task, study.eval_steps, study.seeds, name=name, eval_every=study.eval_every)
 
     learned_results = [run(learned_transform_for(meta, task), name) for name, meta in learned.items()]
-    return learned_results + [run(t.optimizer(), _tuned_label(t)) for t in tuned]
+    return learned_results + [run(t.optimizer(), t.label) for t in tuned]
 
 
 def run_study(study: StudyConfig, workdir: str | os.PathLike, *, progress: bool = True, log=print) -> dict:

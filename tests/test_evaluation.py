@@ -32,15 +32,52 @@ def test_evaluate_records_curves_over_seeds(task):
         evaluation.evaluate(optax.adam(1e-2), task, steps=15, seeds=1, eval_every=10)
 
 
-def test_tuning_prefers_the_learning_rate_that_trains(task):
-    tuned = evaluation.tune_baseline(
-        "adam", task, steps=60, learning_rates=(1e-6, 1e-2), weight_decays=(0.0,), eval_every=20
+def test_tuning_prefers_the_learning_rate_that_trains_and_records_its_rule(task):
+    tuned = evaluation.tune_baseline("adam", task, steps=60, learning_rates=(1e-6, 1e-2, 10.0), weight_decays=(0.0,))
+    assert tuned.learning_rate == 1e-2 and not tuned.on_edge
+    by_lr = {s["learning_rate"]: s for s in tuned.scores}
+    assert (
+        by_lr[1e-2]["val_loss"] < by_lr[1e-6]["val_loss"] and by_lr[1e-2]["val_accuracy"] > by_lr[1e-6]["val_accuracy"]
     )
-    assert tuned.learning_rate == 1e-2
-    by_lr = {s["learning_rate"]: s["val_accuracy"] for s in tuned.scores}
-    assert by_lr[1e-2] > by_lr[1e-6]
+    validation = task.data.split("validation")[0].shape[0]
+    assert (tuned.steps, tuned.seeds, tuned.validation_examples, tuned.select_by) == (60, 3, validation, "loss")
+    assert tuned.selection == f"validation loss at step 60, mean over 3 seeds, {validation} validation examples"
+    edge = evaluation.tune_baseline("adam", task, steps=60, learning_rates=(1e-6, 1e-2), weight_decays=(0.0,), seeds=1)
+    assert edge.learning_rate == 1e-2 and edge.on_edge and "on the grid's edge" in edge.label
     with pytest.raises(ValueError, match="unknown baseline"):
         evaluation.tune_baseline("adagrad", task, steps=20)
+    with pytest.raises(ValueError, match="too few validation examples"):
+        evaluation.tune_baseline("adam", task, steps=20, max_eval_examples=validation - 1)
+
+
+def test_grids_are_fine_and_seed_000s_grid_is_kept_under_its_name():
+    rates = np.asarray(evaluation.FINE_LEARNING_RATES)
+    assert rates[0] == 1e-4 and rates[-1] >= 0.1 and np.allclose(rates[1:] / rates[:-1], 2.0)
+    assert 0.0 in evaluation.FINE_WEIGHT_DECAYS and len(evaluation.FINE_WEIGHT_DECAYS) >= 2
+    assert evaluation.KOFINAS_LEARNING_RATES == (0.05, 0.005, 0.002, 0.001, 0.0005)
+    assert evaluation.KOFINAS_WEIGHT_DECAYS == (0.0, 1e-5, 1e-3)
+    assert evaluation.PAPER_LEARNING_RATES == evaluation.KOFINAS_LEARNING_RATES
+    assert study.StudyConfig.learning_rates == evaluation.FINE_LEARNING_RATES
+
+
+def test_baselines_include_momentum_sgd_and_warmup_cosine_adam():
+    assert set(evaluation.BASELINES) == {"adam", "rmsprop", "sgd_momentum", "adam_cosine"}
+    with pytest.raises(ValueError, match="pass steps="):
+        evaluation.baseline("adam_cosine", 1e-2)
+    steps, params = 40, {"w": np.ones(3, np.float32)}
+    tx = evaluation.baseline("adam_cosine", 1e-2, steps=steps)
+    state, sizes = tx.init(params), []
+    for _ in range(steps + 1):
+        updates, state = tx.update(params, state, params)
+        sizes.append(float(np.abs(updates["w"]).max()))
+    peak = int(np.argmax(sizes))
+    assert sizes[0] == 0.0 and peak == round(0.05 * steps)  # linear warmup over 5 % of the horizon
+    assert sizes[peak] == pytest.approx(1e-2, rel=1e-3) and sizes[-1] == pytest.approx(0.0, abs=1e-8)  # cosine to 0
+    momentum = evaluation.baseline("sgd_momentum", 0.1)
+    state = momentum.init(params)
+    first, state = momentum.update(params, state, params)
+    second, _ = momentum.update(params, state, params)
+    np.testing.assert_allclose(second["w"], 1.9 * first["w"], rtol=1e-6)  # momentum 0.9
 
 
 def test_tables_and_plots(task, tmp_path):

@@ -1,6 +1,11 @@
 """Evaluation over seeds, tuned baselines, tables and plots."""
 
 from l2o_jax.evaluation.evaluate import BASELINES
+from l2o_jax.evaluation.evaluate import FINE_LEARNING_RATES
+from l2o_jax.evaluation.evaluate import FINE_WEIGHT_DECAYS
+from l2o_jax.evaluation.evaluate import KOFINAS_LEARNING_RATES
+from l2o_jax.evaluation.evaluate import KOFINAS_WEIGHT_DECAYS
+from l2o_jax.evaluation.evaluate import MIN_VALIDATION_EXAMPLES
 from l2o_jax.evaluation.evaluate import PAPER_LEARNING_RATES
 from l2o_jax.evaluation.evaluate import PAPER_WEIGHT_DECAYS
 from l2o_jax.evaluation.evaluate import EvalResult
@@ -15,6 +20,11 @@ from l2o_jax.evaluation.plots import plot_curves
 
 __all__ = [
     "BASELINES",
+    "FINE_LEARNING_RATES",
+    "FINE_WEIGHT_DECAYS",
+    "KOFINAS_LEARNING_RATES",
+    "KOFINAS_WEIGHT_DECAYS",
+    "MIN_VALIDATION_EXAMPLES",
     "PAPER_LEARNING_RATES",
     "PAPER_WEIGHT_DECAYS",
     "EvalResult",

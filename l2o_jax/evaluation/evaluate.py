@@ -13,9 +13,21 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-#: Seed 000's grid for the tuned baselines.
-PAPER_LEARNING_RATES = (0.05, 0.005, 0.002, 0.001, 0.0005, 0.0001)
-PAPER_WEIGHT_DECAYS = (0.0, 1e-5, 1e-3)
+#: The default grid of the tuned baselines: learning rates a factor 2 apart from 1e-4 to ~0.1, so that the
+#: best one is within a factor sqrt(2) of the grid's, times a small weight-decay grid.
+FINE_LEARNING_RATES = tuple(1e-4 * 2.0**k for k in range(11))
+FINE_WEIGHT_DECAYS = (0.0, 1e-4)
+
+#: Kofinas et al.'s (seed 000's) own grid, kept for replicating their tables; it has a 10x gap at 0.005-0.05.
+KOFINAS_LEARNING_RATES = (0.05, 0.005, 0.002, 0.001, 0.0005)
+KOFINAS_WEIGHT_DECAYS = (0.0, 1e-5, 1e-3)
+
+#: Older names of Kofinas et al.'s grid.
+PAPER_LEARNING_RATES = KOFINAS_LEARNING_RATES
+PAPER_WEIGHT_DECAYS = KOFINAS_WEIGHT_DECAYS
+
+#: The smallest validation set a baseline is tuned on, unless the split itself is smaller.
+MIN_VALIDATION_EXAMPLES = 1024
 
 
 @dataclasses.dataclass
@@ -149,35 +161,85 @@ def evaluate(
     )
 
 
+def _adam_cosine(learning_rate, weight_decay, steps: int) -> optax.GradientTransformation:
+    """AdamW with a linear warmup over the first 5 % of ``steps`` and a cosine decay to 0 at ``steps``.
+
+    The schedule is built with a peak of 1 and scaled by ``learning_rate``, so the learning rate may be traced.
+    """
+    unit = optax.warmup_cosine_decay_schedule(0.0, 1.0, max(1, round(0.05 * steps)), steps, 0.0)
+    return optax.adamw(lambda count: learning_rate * unit(count), weight_decay=weight_decay)
+
+
+#: The hand-made baselines: ``(learning_rate, weight_decay, steps) -> optax transform``; ``steps`` is the
+#: horizon, which only the scheduled ones use.
 BASELINES = {
-    "adam": lambda lr, wd: optax.adamw(lr, weight_decay=wd),
-    "rmsprop": lambda lr, wd: optax.chain(optax.add_decayed_weights(wd), optax.rmsprop(lr)),
-    "sgd_momentum": lambda lr, wd: optax.chain(optax.add_decayed_weights(wd), optax.sgd(lr, momentum=0.9)),
+    "adam": lambda lr, wd, steps: optax.adamw(lr, weight_decay=wd),
+    "rmsprop": lambda lr, wd, steps: optax.chain(optax.add_decayed_weights(wd), optax.rmsprop(lr)),
+    "sgd_momentum": lambda lr, wd, steps: optax.chain(optax.add_decayed_weights(wd), optax.sgd(lr, momentum=0.9)),
+    "adam_cosine": _adam_cosine,
 }
+SCHEDULED_BASELINES = ("adam_cosine",)
 
 
-def baseline(name: str, learning_rate: float, weight_decay: float = 0.0) -> optax.GradientTransformation:
-    """A hand-made baseline by name: ``'adam'`` (AdamW), ``'rmsprop'`` or ``'sgd_momentum'``.
+def baseline(
+    name: str, learning_rate: float, weight_decay: float = 0.0, *, steps: int | None = None
+) -> optax.GradientTransformation:
+    """A hand-made baseline by name: ``'adam'`` (AdamW), ``'rmsprop'``, ``'sgd_momentum'`` (momentum 0.9) or
+    ``'adam_cosine'`` (AdamW, 5 % linear warmup, cosine decay to 0 at ``steps``, which it needs).
 
     Example:
       >>> tx = baseline('adam', 1e-3, 1e-5)
+      >>> scheduled = baseline('adam_cosine', 3e-3, steps=1000)
     """
     if name not in BASELINES:
         raise ValueError(f"unknown baseline {name!r}; available: {sorted(BASELINES)}.")
-    return BASELINES[name](learning_rate, weight_decay)
+    if name in SCHEDULED_BASELINES and steps is None:
+        raise ValueError(f"baseline {name!r} decays its learning rate over the horizon: pass steps=.")
+    return BASELINES[name](learning_rate, weight_decay, steps)
 
 
 @dataclasses.dataclass
 class TuningResult:
-    """The grid search of a baseline: every configuration's validation accuracy and the winner."""
+    """The grid search of a baseline: every configuration's validation scores, the winner and how it was picked.
+
+    Attributes:
+      name: the baseline (a key of ``BASELINES``).
+      learning_rate, weight_decay: the pick.
+      scores: one dict per grid point: ``learning_rate``, ``weight_decay``, ``val_loss``, ``val_accuracy``
+        (means over seeds at the horizon).
+      on_edge: the pick is the grid's smallest or largest learning rate, so a better one may lie outside it.
+      steps: the horizon the baseline was tuned at (and, for scheduled baselines, decays over).
+      seeds: training runs per grid point.
+      validation_examples: validation examples scored per run.
+      select_by: ``'loss'`` (lowest mean validation loss) or ``'accuracy'`` (highest; ties: loss).
+    """
 
     name: str
     learning_rate: float
     weight_decay: float
     scores: list[dict]
+    on_edge: bool = False
+    steps: int | None = None
+    seeds: int = 3
+    validation_examples: int = 0
+    select_by: str = "loss"
 
     def optimizer(self) -> optax.GradientTransformation:
-        return baseline(self.name, self.learning_rate, self.weight_decay)
+        return baseline(self.name, self.learning_rate, self.weight_decay, steps=self.steps)
+
+    @property
+    def label(self) -> str:
+        """How tables and plots name it, e.g. ``'adam (tuned: lr=0.0064, wd=0)'``; a pick on the grid's edge says so."""
+        edge = ", on the grid's edge" if self.on_edge else ""
+        return f"{self.name} (tuned: lr={self.learning_rate:g}, wd={self.weight_decay:g}{edge})"
+
+    @property
+    def selection(self) -> str:
+        """The selection rule in words."""
+        return (
+            f"validation {self.select_by} at step {self.steps}, mean over {self.seeds} seeds, "
+            f"{self.validation_examples} validation examples"
+        )
 
 
 def tune_baseline(
@@ -185,44 +247,77 @@ def tune_baseline(
     task,
     steps: int,
     *,
-    seeds: int = 2,
-    learning_rates=PAPER_LEARNING_RATES,
-    weight_decays=PAPER_WEIGHT_DECAYS,
-    eval_every: int = 10,
-    max_eval_examples: int = 2048,
+    seeds: int = 3,
+    learning_rates=FINE_LEARNING_RATES,
+    weight_decays=FINE_WEIGHT_DECAYS,
+    max_eval_examples: int = 4096,
+    select_by: str = "loss",
 ) -> TuningResult:
-    """Grid search of a baseline's learning rate x weight decay, scored by final validation accuracy (ties: loss).
+    """Grid search of a baseline's learning rate x weight decay on ``task``'s validation split at the horizon.
 
-    The whole grid and all seeds run in one compiled, vmapped program (the hyperparameters are traced).
+    Every grid point trains ``seeds`` fresh optimizees for ``steps`` steps (seeds 10000.., apart from the
+    evaluation's) and is scored at step ``steps`` on the first ``max_eval_examples`` validation examples (at
+    least ``MIN_VALIDATION_EXAMPLES`` or the whole split). The whole grid and all seeds run in one compiled,
+    vmapped program (the hyperparameters are traced).
+
+    Args:
+      name: a key of ``BASELINES``.
+      task: an ``l2o_jax.tasks.Task``.
+      steps: the horizon, the same as the evaluation's.
+      seeds: runs per grid point.
+      learning_rates, weight_decays: the grid (default: the fine grid; ``KOFINAS_*`` is seed 000's).
+      max_eval_examples: validation examples scored.
+      select_by: ``'loss'`` (lowest mean validation loss) or ``'accuracy'`` (highest; ties: loss).
+
+    Returns:
+      ``TuningResult``; non-finite grid points are never picked.
 
     Example:
       >>> tuned = tune_baseline('adam', image_task('digits', width=32), steps=200)
-      >>> result = evaluate(tuned.optimizer(), task, 200, name='adam (tuned)')
+      >>> tuned.on_edge, tuned.selection
+      >>> result = evaluate(tuned.optimizer(), task, 200, name=tuned.label)
     """
     if name not in BASELINES:
         raise ValueError(f"unknown baseline {name!r}; available: {sorted(BASELINES)}.")
+    if select_by not in ("loss", "accuracy"):
+        raise ValueError(f"select_by must be 'loss' or 'accuracy', got {select_by!r}.")
+    available = task.data.split("validation")[0].shape[0]
+    examples = min(max_eval_examples, available)
+    if examples < min(MIN_VALIDATION_EXAMPLES, available):
+        raise ValueError(
+            f"max_eval_examples={max_eval_examples} scores too few validation examples: tuning scores at least "
+            f"{MIN_VALIDATION_EXAMPLES} (or the whole split, {available})."
+        )
     grid = list(itertools.product(learning_rates, weight_decays))
     hyper = jnp.asarray(grid, jnp.float32)
-    run = _training_run(
-        lambda h: optax.inject_hyperparams(BASELINES[name])(h[0], h[1]),
-        task,
-        steps,
-        eval_every,
-        "validation",
-        max_eval_examples,
-    )
+    factory = BASELINES[name]
+    run = _training_run(lambda h: factory(h[0], h[1], steps), task, steps, steps, "validation", examples)
     keys = jnp.stack([jax.random.key(10_000 + s) for s in range(seeds)])
     per_config = jax.vmap(lambda h: jax.vmap(lambda k: run(k, h))(keys))
     _, eval_loss, eval_acc = jax.jit(per_config)(hyper)
-    acc = np.asarray(eval_acc[:, :, -1]).mean(1)
     loss = np.asarray(eval_loss[:, :, -1]).mean(1)
-    acc = np.where(np.isfinite(acc) & np.isfinite(loss), acc, -np.inf)
-    best = max(range(len(grid)), key=lambda i: (acc[i], -loss[i] if np.isfinite(loss[i]) else -np.inf))
+    acc = np.asarray(eval_acc[:, :, -1]).mean(1)
+    finite = np.isfinite(loss) & np.isfinite(acc)
+    if not finite.any():
+        raise ValueError(f"every configuration of {name!r} diverged on {task.name} over {steps} steps.")
+    rank = (lambda i: (loss[i],)) if select_by == "loss" else (lambda i: (-acc[i], loss[i]))
+    best = min(np.flatnonzero(finite), key=rank)
     scores = [
-        {"learning_rate": lr, "weight_decay": wd, "val_accuracy": float(a), "val_loss": float(l)}
-        for (lr, wd), a, l in zip(grid, acc, loss)
+        {"learning_rate": lr, "weight_decay": wd, "val_loss": float(l), "val_accuracy": float(a)}
+        for (lr, wd), l, a in zip(grid, loss, acc)
     ]
-    return TuningResult(name=name, learning_rate=grid[best][0], weight_decay=grid[best][1], scores=scores)
+    best_lr = grid[best][0]
+    return TuningResult(
+        name=name,
+        learning_rate=best_lr,
+        weight_decay=grid[best][1],
+        scores=scores,
+        on_edge=len(set(learning_rates)) > 1 and best_lr in (min(learning_rates), max(learning_rates)),
+        steps=steps,
+        seeds=seeds,
+        validation_examples=examples,
+        select_by=select_by,
+    )
 
 
 def save_results(results: list[EvalResult], path: str | os.PathLike) -> str:
