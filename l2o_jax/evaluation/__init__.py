@@ -1,4 +1,4 @@
-"""Evaluation over seeds, tuned baselines, tables and plots."""
+"""Evaluation over seeds, tuned baselines, bootstrap comparisons, tables and plots."""
 
 from l2o_jax.evaluation.evaluate import BASELINES
 from l2o_jax.evaluation.evaluate import FINE_LEARNING_RATES
@@ -17,9 +17,14 @@ from l2o_jax.evaluation.evaluate import save_results
 from l2o_jax.evaluation.evaluate import tune_baseline
 from l2o_jax.evaluation.plots import plot_advantage
 from l2o_jax.evaluation.plots import plot_curves
+from l2o_jax.evaluation.stats import Comparison
+from l2o_jax.evaluation.stats import Speedup
+from l2o_jax.evaluation.stats import compare
+from l2o_jax.evaluation.stats import speedup
 
 __all__ = [
     "BASELINES",
+    "Comparison",
     "FINE_LEARNING_RATES",
     "FINE_WEIGHT_DECAYS",
     "KOFINAS_LEARNING_RATES",
@@ -27,13 +32,16 @@ __all__ = [
     "MIN_VALIDATION_EXAMPLES",
     "PAPER_LEARNING_RATES",
     "PAPER_WEIGHT_DECAYS",
+    "Speedup",
     "EvalResult",
     "TuningResult",
     "baseline",
+    "compare",
     "evaluate",
     "plot_advantage",
     "plot_curves",
     "results_table",
     "save_results",
+    "speedup",
     "tune_baseline",
 ]
