@@ -1,0 +1,68 @@
+"""The result pages and README's results table are what `python -m experiments.report` writes from the data."""
+
+import importlib
+import json
+import os
+import re
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@pytest.fixture
+def report(monkeypatch):
+    monkeypatch.syspath_prepend(ROOT)
+    return importlib.import_module("experiments.report")
+
+
+def test_committed_pages_are_what_the_report_writes_from_the_committed_data(report):
+    files = report.outputs()  # in memory: nothing is written
+    pages = [p for p in files if p.startswith(report.RESULTS)]
+    assert len(pages) == len(report.load_results()) >= 2
+    for path, text in files.items():
+        assert os.path.exists(path), f"{path} is missing: run python -m experiments.report"
+        assert open(path).read() == text, f"{os.path.relpath(path, ROOT)} is stale: run python -m experiments.report"
+
+
+def test_every_page_has_its_data_and_every_link_resolves(report):
+    for name in os.listdir(report.RESULTS):
+        if name.endswith(".md"):
+            assert os.path.exists(os.path.join(report.RESULTS, name[:-3] + ".json")), f"{name} has no data file"
+    for path in [report.README, *(os.path.join(report.RESULTS, n) for n in os.listdir(report.RESULTS))]:
+        if not path.endswith(".md"):
+            continue
+        for target in re.findall(r"\]\(([^)#\s]+)\)", open(path).read()):
+            if not target.startswith("http"):
+                assert os.path.exists(os.path.join(os.path.dirname(path), target)), f"{path} links to {target}"
+
+
+def test_a_new_kind_is_one_registered_function(report, monkeypatch, tmp_path):
+    monkeypatch.setitem(report.RENDERERS, "toy", lambda data: f"{len(data['values'])} values")
+    data = {"kind": "toy", "title": "A toy", "values": [1, 2], "notes": ["## Reading\n\nBy hand."]}
+    data["provenance"] = report.provenance(command="python toy.py")
+    page = report.save(data, str(tmp_path / "toy.json"))
+    text = open(page).read()
+    assert text.startswith("# A toy\n\n2 values\n\n_Written by hand") and "## Reading" in text
+    assert "- Command: `python toy.py`" in text and "jax " in text
+    assert json.load(open(tmp_path / "toy.json")) == data
+    readme = tmp_path / "README.md"
+    readme.write_text(f"intro\n{report.BEGIN}\nold\n{report.END}\nrest\n")
+    files = report.outputs(str(tmp_path), str(readme))
+    assert files[str(tmp_path / "toy.md")] == text
+    assert "| A toy | [toy.md](docs/results/toy.md) | `python toy.py` |" in files[str(readme)]
+    assert files[str(readme)].endswith(f"{report.END}\nrest\n") and "old" not in files[str(readme)]
+    with pytest.raises(ValueError, match="unknown result kind 'nope'"):
+        report.render({"kind": "nope", "title": "x"})
+    (tmp_path / "list.json").write_text("[]")
+    with pytest.raises(ValueError, match="not a result file"):
+        report.load_results(str(tmp_path))
+
+
+def test_provenance_records_command_code_machine_and_wall_time(report):
+    import time
+
+    p = report.provenance(time.perf_counter() - 2.0)
+    assert p["command"].startswith("python ") and p["seconds"] >= 2.0
+    assert set(p["machine"]) == {"platform", "cpu_count", "python", "jax", "devices"} and p["machine"]["devices"]
+    assert p["commit"] is None or re.fullmatch(r"[0-9a-f]{40}", p["commit"])
