@@ -4,6 +4,7 @@ from l2o_jax.meta.estimators import ESTIMATORS
 from l2o_jax.meta.estimators import PES
 from l2o_jax.meta.estimators import AntitheticES
 from l2o_jax.meta.estimators import FullUnrollBPTT
+from l2o_jax.meta.estimators import LogUniformHorizon
 from l2o_jax.meta.estimators import TruncatedBPTT
 from l2o_jax.meta.sharding import shard_tasks
 from l2o_jax.meta.sharding import task_mesh
@@ -28,6 +29,7 @@ __all__ = [
     "AntitheticES",
     "FullUnrollBPTT",
     "InnerState",
+    "LogUniformHorizon",
     "MetaTrainConfig",
     "MetaTrainResult",
     "MetaTrainingDiverged",

@@ -127,46 +127,111 @@ class AntitheticES:
         return losses.mean(), _weighted_mean(weights, eps), state
 
 
+@dataclasses.dataclass(frozen=True)
+class LogUniformHorizon:
+    """Inner-run lengths drawn log-uniformly from ``[low, high]``, a new one each time a run is reset.
+
+    Short and long runs alike, so one batch of persistent optimizees covers early and late training (the
+    truncation schedules of ``learned_optimization``).
+
+    Example:
+      >>> TruncatedBPTT(truncation_length=20, horizon=LogUniformHorizon(100, 2000), num_tasks=8)
+    """
+
+    low: int = 100
+    high: int = 2000
+
+    def __post_init__(self):
+        if not 1 <= self.low <= self.high:
+            raise ValueError(f"LogUniformHorizon needs 1 <= low <= high, got low={self.low}, high={self.high}.")
+
+    def sample(self, key: jax.Array, shape: tuple[int, ...]) -> jax.Array:
+        """Integer horizons of ``shape``."""
+        log = jax.random.uniform(key, shape, minval=jnp.log(self.low), maxval=jnp.log(self.high))
+        return jnp.clip(jnp.round(jnp.exp(log)), self.low, self.high).astype(jnp.int32)
+
+    @property
+    def longest(self) -> int:
+        return self.high
+
+
+def sample_horizons(horizon, key: jax.Array, count: int) -> jax.Array:
+    """``count`` inner-run lengths: ``horizon`` itself when it is an int, else drawn from the schedule."""
+    if isinstance(horizon, int):
+        return jnp.full((count,), horizon, jnp.int32)
+    return horizon.sample(key, (count,))
+
+
 class TruncatedState(NamedTuple):
     """Persistent optimizees of the truncated estimators (leading axis: tasks / particles)."""
 
     inner: Any
     accumulated: Any  # PES: the perturbations summed since each particle's last reset; () otherwise
+    horizons: Any = ()  # per task / particle: the length of its current inner run
 
 
-def _maybe_reset(meta_params, task, inner: InnerState, key, horizon: int) -> tuple[InnerState, jax.Array]:
-    """Replaces optimizees that reached ``horizon`` steps by fresh ones; returns the reset mask."""
-    done = inner.step >= horizon
-    fresh = jax.vmap(lambda k: init_inner_state(meta_params, task, k))(jax.random.split(key, done.shape[0]))
+def _init_truncated(estimator, meta_params, task, key, count: int) -> tuple[InnerState, jax.Array]:
+    """``count`` fresh optimizees and their horizons. With ``stagger``, each starts at a random point of its
+    first run (its step counter only: the optimizer itself starts fresh), so resets are spread over outer steps
+    from the start instead of all falling on the same one."""
+    init_key, horizon_key, offset_key = jax.random.split(key, 3)
+    inner = jax.vmap(lambda k: init_inner_state(meta_params, task, k))(jax.random.split(init_key, count))
+    horizons = sample_horizons(estimator.horizon, horizon_key, count)
+    if estimator.stagger:
+        offsets = jax.random.randint(offset_key, (count,), 0, jnp.maximum(horizons - estimator.truncation_length, 1))
+        inner = inner._replace(step=offsets.astype(inner.step.dtype))
+    return inner, horizons
+
+
+def _maybe_reset(
+    estimator, meta_params, task, inner: InnerState, horizons: jax.Array, key
+) -> tuple[InnerState, jax.Array, jax.Array]:
+    """Replaces optimizees that reached their horizon by fresh ones with new horizons; returns the reset mask."""
+    done = inner.step >= horizons
+    init_key, horizon_key = jax.random.split(key)
+    fresh = jax.vmap(lambda k: init_inner_state(meta_params, task, k))(jax.random.split(init_key, done.shape[0]))
     pick = lambda new, old: jnp.where(done.reshape(done.shape + (1,) * (old.ndim - 1)), new, old)
-    return jax.tree.map(pick, fresh, inner), done
+    new_horizons = jnp.where(done, sample_horizons(estimator.horizon, horizon_key, done.shape[0]), horizons)
+    return jax.tree.map(pick, fresh, inner), new_horizons, done
 
 
 @dataclasses.dataclass(frozen=True)
 class TruncatedBPTT:
     """Backprop through truncations of long inner runs whose state persists across outer steps.
 
-    Biased: the meta-gradient ignores how this truncation's start depends on the meta-parameters
-    (the "short-horizon bias" that PES removes).
+    Each optimizee trains for its horizon (an int, or drawn anew at every reset from a schedule such as
+    ``LogUniformHorizon``), ``truncation_length`` steps per outer step, and is then replaced by a fresh one.
+    Biased: the meta-gradient ignores how this truncation's start depends on the meta-parameters (the
+    "short-horizon bias" that PES removes).
+
+    Attributes:
+      truncation_length: inner steps per outer step (static).
+      horizon: length of each inner run: an int or a schedule with ``sample(key, shape)``.
+      num_tasks: persistent optimizees (vmapped).
+      stagger: start each optimizee at a random point of its first run, so the batch mixes early and late
+        training from the first outer step.
+      unroll: meta-loss and memory options (``meta_loss='log_mean'`` weighs late truncations, whose losses
+        are small, as much as early ones).
 
     Example:
-      >>> estimator = TruncatedBPTT(truncation_length=20, horizon=200, num_tasks=8)
+      >>> estimator = TruncatedBPTT(truncation_length=20, horizon=LogUniformHorizon(100, 2000), num_tasks=8)
       >>> state = estimator.init(meta_params, task, key)
       >>> loss, grads, state = jax.jit(estimator.estimate)(meta_params, task, state, key)  # next truncation
     """
 
     truncation_length: int = 20
-    horizon: int = 200
+    horizon: Any = 200
     num_tasks: int = 8
+    stagger: bool = False
     unroll: UnrollConfig = UnrollConfig()
 
     def init(self, meta_params, task, key):
-        keys = jax.random.split(key, self.num_tasks)
-        inner = jax.vmap(lambda k: init_inner_state(meta_params, task, k))(keys)
-        return TruncatedState(inner=inner, accumulated=())
+        inner, horizons = _init_truncated(self, meta_params, task, key, self.num_tasks)
+        return TruncatedState(inner=inner, accumulated=(), horizons=horizons)
 
     def estimate(self, meta_params: MetaParams, task, state: TruncatedState, key):
-        inner, _ = _maybe_reset(meta_params, task, shard_tasks(state.inner), key, self.horizon)
+        state = shard_tasks(state)
+        inner, horizons, _ = _maybe_reset(self, meta_params, task, state.inner, state.horizons, key)
 
         def mean_loss(arrays):
             meta = meta_params.replace(arrays=arrays)
@@ -174,7 +239,7 @@ class TruncatedBPTT:
             return losses.mean(), final
 
         (loss, final), grads = jax.value_and_grad(mean_loss, has_aux=True)(meta_params.arrays)
-        return loss, grads, TruncatedState(inner=final, accumulated=())
+        return loss, grads, TruncatedState(inner=final, accumulated=(), horizons=horizons)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -184,34 +249,34 @@ class PES:
     Each antithetic particle pair keeps its two optimizees (trained with θ+ε and θ-ε) across truncations and
     the sum ξ of the perturbations it has used since its last reset; the estimate is
     ``mean_i (L⁺_i - L⁻_i) / (2σ²) · ξ_i``. Averaged over the truncations of a horizon it is the gradient of
-    the whole run's meta-loss, which truncated BPTT is not.
-
-    All particles start together, so they reset together every ``horizon // truncation_length`` outer steps.
+    the whole run's meta-loss, which truncated BPTT is not. Horizons and staggering as in ``TruncatedBPTT``
+    (a pair's two optimizees always share theirs).
 
     Example:
-      >>> estimator = PES(truncation_length=20, horizon=200, num_pairs=8, sigma=0.01)
+      >>> estimator = PES(truncation_length=20, horizon=LogUniformHorizon(100, 2000), num_pairs=8, sigma=0.01)
       >>> state = estimator.init(meta_params, task, key)
       >>> loss, grads, state = jax.jit(estimator.estimate)(meta_params, task, state, key)  # next truncation
     """
 
     truncation_length: int = 20
-    horizon: int = 200
+    horizon: Any = 200
     num_pairs: int = 8
     sigma: float = 0.01
+    stagger: bool = False
     unroll: UnrollConfig = UnrollConfig()
 
     def init(self, meta_params, task, key):
-        inner = jax.vmap(lambda k: init_inner_state(meta_params, task, k))(jax.random.split(key, self.num_pairs))
+        inner, horizons = _init_truncated(self, meta_params, task, key, self.num_pairs)
         both = jax.tree.map(lambda x: jnp.stack([x, x], axis=1), inner)  # (pairs, 2, ...): the θ+ε and θ-ε runs
         zeros = jax.tree.map(lambda x: jnp.zeros((self.num_pairs,) + x.shape, x.dtype), meta_params.arrays)
-        return TruncatedState(inner=both, accumulated=zeros)
+        return TruncatedState(inner=both, accumulated=zeros, horizons=horizons)
 
     def estimate(self, meta_params: MetaParams, task, state: TruncatedState, key):
         state = shard_tasks(state)
         reset_key, noise_key = jax.random.split(key)
         side = lambda i: jax.tree.map(lambda x: x[:, i], state.inner)
-        plus, done = _maybe_reset(meta_params, task, side(0), reset_key, self.horizon)
-        minus, _ = _maybe_reset(meta_params, task, side(1), reset_key, self.horizon)
+        plus, horizons, done = _maybe_reset(self, meta_params, task, side(0), state.horizons, reset_key)
+        minus, _, _ = _maybe_reset(self, meta_params, task, side(1), state.horizons, reset_key)
         accumulated = jax.tree.map(
             lambda a: jnp.where(done.reshape((-1,) + (1,) * (a.ndim - 1)), 0.0, a), state.accumulated
         )
@@ -230,7 +295,8 @@ class PES:
         accumulated = _add(accumulated, eps)
         grads = _weighted_mean((loss_plus - loss_minus) / (2 * self.sigma**2), accumulated)
         inner = jax.tree.map(lambda a, b: jnp.stack([a, b], axis=1), final_plus, final_minus)
-        return (loss_plus + loss_minus).mean() / 2, grads, TruncatedState(inner=inner, accumulated=accumulated)
+        new_state = TruncatedState(inner=inner, accumulated=accumulated, horizons=horizons)
+        return (loss_plus + loss_minus).mean() / 2, grads, new_state
 
 
 ESTIMATORS = {"bptt": FullUnrollBPTT, "truncated_bptt": TruncatedBPTT, "es": AntitheticES, "pes": PES}
