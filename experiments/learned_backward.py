@@ -11,8 +11,9 @@ over 5 seeds, and the meta-loss on held-out seeds before and after meta-training
     python experiments/learned_backward.py --scale smoke                  # digits; CPU, minutes
     python experiments/learned_backward.py --scale paper --data-dir DIR   # FashionMNIST (tfds, prepared); GPU
 
-Writes ``learned_backward_<scale>.md`` (tables), ``.png`` (curves) and ``.json`` to ``--out``; the meta-training
-runs (metrics, checkpoints, curves) go to ``--workdir``.
+Writes ``learned_backward_<scale>.json`` (the data and provenance), ``.md`` (its page, rendered by
+``experiments/report.py``) and ``.png`` (curves) to ``--out``; the meta-training runs (metrics, checkpoints,
+curves) go to ``--workdir``.
 """
 
 from __future__ import annotations
@@ -25,13 +26,13 @@ import time
 
 import jax
 import numpy as np
+import report
 from tqdm.auto import tqdm
 
 from l2o_jax.backward import LearnedBackward
 from l2o_jax.backward import gradient_optimizer
 from l2o_jax.backward import learned_gradient_task
 from l2o_jax.evaluation import evaluate
-from l2o_jax.evaluation import save_results
 from l2o_jax.meta import FullUnrollBPTT
 from l2o_jax.meta import MetaTrainConfig
 from l2o_jax.meta import UnrollConfig
@@ -184,36 +185,6 @@ def contenders(trained: dict) -> list[tuple[str, object, object]]:
     return rows
 
 
-def results_table(results: dict[str, list]) -> str:
-    """Markdown: final test loss and accuracy per held-out task and optimizer, mean ± std over seeds."""
-    lines = [
-        "| held-out task | optimizer | test accuracy (%) | test loss | train loss (last 10 steps) |",
-        "|---|---|---|---|---|",
-    ]
-    for task_name, runs in results.items():
-        for r in runs:
-            s = r.summary()
-            lines.append(
-                f"| {task_name} | {r.name} | {100 * s['final_accuracy']:.2f} ± {100 * s['final_accuracy_std']:.2f} | "
-                f"{s['final_loss']:.4f} ± {s['final_loss_std']:.4f} | {s['final_train_loss']:.4f} |"
-            )
-    return "\n".join(lines)
-
-
-def verdict(results: dict[str, list]) -> str:
-    """One line per task and optimizer: the learned backward pass's accuracy minus true gradients' (same lr)."""
-    lines = []
-    for task_name, runs in results.items():
-        by_name = {r.name: r for r in runs}
-        for name in OPTIMIZERS:
-            true = next(r for n, r in by_name.items() if n.startswith(name + " ") and n.endswith("true gradients"))
-            learned = next(r for n, r in by_name.items() if n.startswith(name + " ") and n.endswith("learned backward"))
-            gap = 100 * (learned.final_accuracy[0] - true.final_accuracy[0])
-            loss_gap = learned.final_loss[0] - true.final_loss[0]
-            lines.append(f"- {task_name}, {name}: learned − true = {gap:+.2f} pp accuracy, {loss_gap:+.4f} test loss")
-    return "\n".join(lines)
-
-
 def plot(results: dict[str, list], path: str) -> None:
     import matplotlib
 
@@ -241,24 +212,9 @@ def plot(results: dict[str, list], path: str) -> None:
     plt.close(fig)
 
 
-def meta_training_table(runs: dict) -> str:
-    """Markdown: meta-loss on held-out seeds at the backprop initialisation and after meta-training."""
-    lines = [
-        "| optimizer | meta-loss, backprop init | meta-loss, meta-trained | first → last 10 training meta-losses | s |",
-        "|---|---|---|---|---|",
-    ]
-    for name, r in runs.items():
-        first = np.mean([m["meta_loss"] for m in r["metrics"][:10]])
-        last = np.mean([m["meta_loss"] for m in r["metrics"][-10:]])
-        lines.append(
-            f"| {name} {r['lr']:g} | {r['before']:.4f} | {r['after']:.4f} | {first:.4f} → {last:.4f} | "
-            f"{r['seconds']:.0f} |"
-        )
-    return "\n".join(lines)
-
-
 def run(scale: Scale, scale_name: str, out: str, workdir: str, progress: bool = True) -> str:
-    """Meta-trains, tunes, evaluates and writes the report; returns its markdown."""
+    """Meta-trains, tunes, evaluates and writes the result's JSON and page (``experiments/report.py``); returns
+    the page."""
     started = time.perf_counter()
     eval_tasks = {name: image_task(**kwargs) for name, kwargs in scale.eval_tasks.items()}
     train_task = scale.family.sample(jax.random.key(0))
@@ -267,7 +223,15 @@ def run(scale: Scale, scale_name: str, out: str, workdir: str, progress: bool = 
     for name in OPTIMIZERS:
         trained[name], metrics, seconds = meta_train_backward(scale, name, tuned[name], workdir, progress)
         before, after = held_out_meta_losses(trained[name], train_task, scale.unroll)
-        meta_runs[name] = dict(lr=tuned[name], before=before, after=after, metrics=metrics, seconds=seconds)
+        losses = [m["meta_loss"] for m in metrics]
+        meta_runs[name] = dict(
+            lr=tuned[name],
+            before=before,
+            after=after,
+            first_10=float(np.mean(losses[:10])),
+            last_10=float(np.mean(losses[-10:])),
+            seconds=round(seconds, 1),
+        )
     rows = contenders(trained)
     results = {}
     bar = tqdm(total=len(eval_tasks) * len(rows), desc="held-out runs", disable=not progress)
@@ -283,32 +247,34 @@ def run(scale: Scale, scale_name: str, out: str, workdir: str, progress: bool = 
     os.makedirs(out, exist_ok=True)
     stem = os.path.join(out, f"learned_backward_{scale_name}")
     plot(results, stem + ".png")
-    save_results([r for runs in results.values() for r in runs], stem + ".json")
-    seconds = time.perf_counter() - started
-    report = "\n".join(
-        [
-            f"# Learned backward pass (seed 001), {scale_name} scale\n",
-            f"Command: `python experiments/learned_backward.py --scale {scale_name}`\n",
-            f"Meta-training: `{train_task.name}` family, BPTT through {scale.unroll}-step unrolls x "
-            f"{scale.num_tasks} optimizees, {scale.outer_steps} outer steps of Adam {scale.meta_lr:g} (cosine); "
-            f"node and edge networks of width {scale.hidden}, {scale.layers} hidden layers "
-            f"({trained['SGD'].num_parameters} meta-parameters). One learned backward pass per optimizer, "
-            "meta-trained under it at the learning rate tuned for it on true gradients "
-            f"(grid {scale.tuning_grid}; validation accuracy after {scale.eval_steps} steps on the meta-training "
-            f"architecture, {len(TUNING_SEEDS)} seeds): " + ", ".join(f"{k} {v:g}" for k, v in tuned.items()) + ".\n",
-            "## Meta-loss on held-out seeds (mean training loss over the unroll)\n",
-            meta_training_table(meta_runs),
-            f"\n## Held-out tasks: {scale.eval_steps} steps, {len(EVAL_SEEDS)} seeds (mean ± std)\n",
-            results_table(results),
-            "\nLearned backward minus true gradients under the same optimizer and learning rate:\n",
-            verdict(results),
-            f"\n![test loss and accuracy vs step]({os.path.basename(stem)}.png)\n",
-            f"Wall time {seconds:.0f} s on {jax.devices()[0].platform}.",
-        ]
-    )
-    with open(stem + ".md", "w") as f:
-        f.write(report + "\n")
-    return report
+    data = {
+        "kind": "learned_backward",
+        "title": f"Learned backward pass (seed 001), {scale_name} scale",
+        "optimizers": list(OPTIMIZERS),
+        "setup": {
+            "train_task": train_task.name,
+            "unroll": scale.unroll,
+            "num_tasks": scale.num_tasks,
+            "outer_steps": scale.outer_steps,
+            "meta_lr": scale.meta_lr,
+            "hidden": scale.hidden,
+            "layers": scale.layers,
+            "meta_parameters": trained["SGD"].num_parameters,
+        },
+        "tuning": {
+            "grid": {k: list(v) for k, v in scale.tuning_grid.items()},
+            "steps": scale.eval_steps,
+            "seeds": len(TUNING_SEEDS),
+            "rule": "validation accuracy (ties: loss)",
+            "learning_rates": tuned,
+        },
+        "meta_training": meta_runs,
+        "tasks": {name: [r.to_json() for r in runs] for name, runs in results.items()},
+        "figure": os.path.basename(stem) + ".png",
+        "provenance": report.provenance(started),
+    }
+    with open(report.save(data, stem + ".json")) as f:
+        return f.read()
 
 
 def main(argv=None):

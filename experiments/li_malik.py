@@ -11,8 +11,9 @@ iteration, mean ± std over 5 held-out seeds.
     python experiments/li_malik.py --scale smoke                  # digits -> digits, mnist1d; CPU, minutes
     python experiments/li_malik.py --scale paper --data-dir DIR   # MNIST -> CIFAR-10, CIFAR-100 (tfds, prepared)
 
-Writes ``li_malik_<scale>.md`` (table), ``li_malik_<scale>.png`` (curves) and ``li_malik_<scale>.json`` to
-``--out``; meta-training runs (metrics, checkpoints, curves) go to ``--workdir``.
+Writes ``li_malik_<scale>.json`` (the data and provenance), ``li_malik_<scale>.md`` (its page, rendered by
+``experiments/report.py``) and ``li_malik_<scale>.png`` (curves) to ``--out``; meta-training runs (metrics,
+checkpoints, curves) go to ``--workdir``.
 """
 
 from __future__ import annotations
@@ -26,10 +27,10 @@ import time
 import jax.numpy as jnp
 import numpy as np
 import optax
+import report
 
 import l2o_jax
 from l2o_jax.evaluation import evaluate
-from l2o_jax.evaluation import save_results
 from l2o_jax.meta import AntitheticES
 from l2o_jax.meta import MetaTrainConfig
 from l2o_jax.meta import meta_train
@@ -43,6 +44,7 @@ from l2o_jax.tasks import load_dataset
 
 INPUT_DIMS = 48
 EVAL_SEEDS = tuple(range(1000, 1005))
+TUNING_SEEDS = (0, 1)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -169,32 +171,12 @@ def objective(tx, task, steps: int, seeds, name: str):
 
 
 def tune_learning_rate(name: str, task, steps: int) -> float:
-    """The learning rate of a baseline with the lowest mean objective over the run, on 2 tuning seeds."""
+    """The learning rate of a baseline with the lowest mean objective over the run, on ``TUNING_SEEDS``."""
     scores = {}
     for lr in LEARNING_RATES:
-        curve = objective(BASELINES[name](lr), task, steps, (0, 1), name).eval_loss
+        curve = objective(BASELINES[name](lr), task, steps, TUNING_SEEDS, name).eval_loss
         scores[lr] = float(np.mean(curve)) if np.all(np.isfinite(curve)) else np.inf
     return min(scores, key=scores.get)
-
-
-def results_table(results: dict[str, list], marks: tuple[int, ...]) -> str:
-    """Markdown: objective at ``marks`` steps and its mean over the run, mean ± std over seeds, per dataset."""
-    lines = []
-    for dataset, runs in results.items():
-        lines += [
-            f"\n**{dataset}** (full-batch training objective; mean ± std over {len(EVAL_SEEDS)} seeds)\n",
-            "| optimizer | " + " | ".join(f"step {m}" for m in marks) + " | mean over run |",
-            "|---" * (len(marks) + 2) + "|",
-        ]
-        for r in runs:
-            cells = []
-            for m in marks:
-                values = r.eval_loss[:, list(r.eval_steps).index(m)]
-                cells.append(f"{values.mean():.4f} ± {values.std():.4f}")
-            area = r.eval_loss.mean(1)
-            cells.append(f"{area.mean():.4f} ± {area.std():.4f}")
-            lines.append(f"| {r.name} | " + " | ".join(cells) + " |")
-    return "\n".join(lines)
 
 
 def plot(results: dict[str, list], path: str) -> None:
@@ -221,6 +203,8 @@ def plot(results: dict[str, list], path: str) -> None:
 
 
 def run(scale_name: str, out: str, workdir: str, data_dir: str | None) -> str:
+    """Meta-trains, tunes, evaluates and writes the result's JSON and page (``experiments/report.py``)."""
+    started = time.perf_counter()
     scale = SCALES[scale_name]
     train_task = mlp_task(scale.train_dataset, scale, data_dir)
     eval_tasks = {name: mlp_task(name, scale, data_dir) for name in scale.eval_datasets}
@@ -251,24 +235,29 @@ def run(scale_name: str, out: str, workdir: str, data_dir: str | None) -> str:
     os.makedirs(out, exist_ok=True)
     stem = os.path.join(out, f"li_malik_{scale_name}")
     plot(results, stem + ".png")
-    save_results([r for runs in results.values() for r in runs], stem + ".json")
-    marks = tuple(m for m in (10, 50, 100, 200, 500, 1000) if m <= scale.eval_steps)
-    report = "\n".join(
-        [
-            f"# Li & Malik (2017), {scale_name} scale\n",
-            f"Command: `python experiments/li_malik.py --scale {scale_name}`\n",
-            f"Meta-training task: `{train_task.name}`; unroll {scale.unroll} steps; policy LSTM width {scale.hidden}.",
-            "Meta-training wall time (s): " + ", ".join(f"{k} {v:.0f}" for k, v in seconds.items()) + ".",
-            f"Baseline learning rates tuned on `{train_task.name}` over {scale.eval_steps} steps (2 seeds): "
-            + ", ".join(f"{k} {v:g}" for k, v in rates.items())
-            + ".",
-            results_table(results, marks),
-            f"\n![objective vs iteration]({os.path.basename(stem)}.png)\n",
-        ]
-    )
-    with open(stem + ".md", "w") as f:
-        f.write(report)
-    return report
+    data = {
+        "kind": "li_malik",
+        "title": f"Li & Malik (2017), {scale_name} scale",
+        "setup": {
+            "train_task": train_task.name,
+            "unroll": scale.unroll,
+            "hidden": scale.hidden,
+            "meta_training_seconds": {k: round(v, 1) for k, v in seconds.items()},
+        },
+        "tuning": {
+            "task": train_task.name,
+            "steps": scale.eval_steps,
+            "seeds": len(TUNING_SEEDS),
+            "rule": "lowest mean training objective over the run",
+            "learning_rates": rates,
+        },
+        "marks": [m for m in (10, 50, 100, 200, 500, 1000) if m <= scale.eval_steps],
+        "tasks": {name: [r.to_json() for r in runs] for name, runs in results.items()},
+        "figure": os.path.basename(stem) + ".png",
+        "provenance": report.provenance(started),
+    }
+    with open(report.save(data, stem + ".json")) as f:
+        return f.read()
 
 
 def main(argv=None):
