@@ -7,6 +7,15 @@ into the edge's state, the graph network mixes information across the whole netw
 decoded from its own encoding and its edge's final state. Nothing depends on the kernel size, the width or the
 depth, so one set of meta-parameters serves every MLP and CNN.
 
+Nor, by default, on the number of input channels or classes: input and output neurons are told apart from
+hidden ones by a role embedding only, so they are interchangeable among themselves (permuting input channels
+or classes permutes the updates) and an optimizee with inputs or classes the meta-training never saw (1-channel
+FashionMNIST -> 3-channel CIFAR10, 10 -> 100 classes) uses embeddings that were all trained. A class or channel
+index names nothing that carries over between datasets. ``max_io_positions=N`` opts into per-position
+embeddings of the first ``N`` input and output neurons (later ones share the last); positions the meta-training
+never reached then keep their random initial embedding, so use it only when evaluation keeps the meta-training
+inputs and classes.
+
 With ``probes=ProbeConfig(...)``, learned probe inputs run through the optimizee every step and each neuron's
 activations join its node features (Kofinas et al.); the probes are meta-parameters (``arrays['probes']``).
 
@@ -94,10 +103,10 @@ class GraphNet(nn.Module):
             node_enc
             + nn.Embed(3, d, name="role")(spec.node_role)
             + nn.Embed(len(graphs.ACTIVATION_CATEGORIES), d, name="activation")(spec.node_activation)
-            + nn.Embed(2 * self.max_io_positions + 1, d, name="io_position")(
-                io_position_ids(spec, self.max_io_positions)
-            )
         )
+        if self.max_io_positions:
+            ids = io_position_ids(spec, self.max_io_positions)
+            nodes = nodes + nn.Embed(2 * self.max_io_positions + 1, d, name="io_position")(ids)
         g = nn.Dense(d, name="globals")(glob)
         nodes, edges = self._body()(nodes + g, edges + g, spec.senders, spec.receivers)
         edge_in = jnp.concatenate([jnp.broadcast_to(edges[:, None], cells.shape), cells], -1)
@@ -127,7 +136,7 @@ def _float_spec(spec: graphs.GraphSpec) -> graphs.GraphSpec:
 class _GraphFamily(LearnedOptimizer):
     hidden: int = 32
     layers: int = 4
-    max_io_positions: int = 64
+    max_io_positions: int = 0
     probes: ProbeConfig | None = None
 
     body = "pna"
@@ -207,7 +216,9 @@ class GraphL2O(_GraphFamily):
 
     Attributes:
       hidden: width of node/edge states. layers: message-passing layers.
-      max_io_positions: input/output neurons beyond this many share the last position embedding.
+      max_io_positions: 0 (default): input and output neurons carry no position, so any number of input
+        channels or classes gets trained embeddings (see the module docstring). ``N > 0``: the first ``N``
+        input and output neurons get their own embeddings, later ones share the last.
       probes: ``ProbeConfig(count, input_shape)`` to learn probe inputs whose activations join every neuron's
         features (Kofinas et al.); default none. Shared by all graph families.
 
