@@ -18,22 +18,31 @@ import optax
 import orbax.checkpoint as ocp
 from tqdm.auto import tqdm
 
+from l2o_jax.meta.estimators import ESTIMATORS
 from l2o_jax.meta.estimators import FullUnrollBPTT
+from l2o_jax.meta.estimators import LogUniformHorizon
 from l2o_jax.meta.sharding import replicate
 from l2o_jax.meta.sharding import task_mesh
 from l2o_jax.meta.unroll import UnrollConfig
 from l2o_jax.meta.unroll import fresh_unroll_loss
 from l2o_jax.optimizers import LearnedOptimizer
 from l2o_jax.optimizers import MetaParams
+from l2o_jax.optimizers import abstract_meta_params
+from l2o_jax.optimizers import config_from_dict
+from l2o_jax.optimizers import config_to_dict
+from l2o_jax.optimizers import register_config
+from l2o_jax.tasks import TaskFamily
 
 
 class MetaTrainingDiverged(RuntimeError):
     """Too many consecutive outer steps had a non-finite meta-loss or meta-gradient."""
 
 
+@register_config
 @dataclasses.dataclass(frozen=True)
 class MetaTrainConfig:
-    """Everything that defines a meta-training run (saved as ``config.json`` in the run directory).
+    """Everything that defines a meta-training run (saved as ``config.json`` in the run directory, in the config
+    encoding of ``l2o_jax.optimizers.config_to_dict``; ``from_json`` reads it back).
 
     Attributes:
       learned_optimizer: the family and its hyperparameters, e.g. ``GraphL2O(hidden=32, layers=4)``.
@@ -64,16 +73,27 @@ class MetaTrainConfig:
     seed: int = 0
 
     def to_json(self) -> str:
-        return json.dumps(_jsonable(self), indent=2, sort_keys=True)
+        """The run as JSON; a part JSON cannot hold (e.g. a task family that is no config) is written as its repr,
+        which ``from_json`` reports instead of rebuilding."""
+        return json.dumps(config_to_dict(self, fallback=repr), indent=2, sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> MetaTrainConfig:
+        """Inverse of ``to_json``.
+
+        Example:
+          >>> MetaTrainConfig.from_json(config.to_json()) == config
+          True
+        """
+        config = config_from_dict(json.loads(text))
+        if not isinstance(config, cls):
+            raise ValueError(f"the JSON holds a {type(config).__name__}, not a {cls.__name__}.")
+        return config
 
 
-def _jsonable(value):
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        out = {f.name: _jsonable(getattr(value, f.name)) for f in dataclasses.fields(value)}
-        return {"type": type(value).__name__, **out}
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    return value if isinstance(value, (int, float, str, bool, type(None))) else repr(value)
+# What a run's config.json may hold besides learned optimizers (which register themselves).
+for _config in (TaskFamily, UnrollConfig, LogUniformHorizon, *ESTIMATORS.values()):
+    register_config(_config)
 
 
 def outer_optimizer(config: MetaTrainConfig) -> optax.GradientTransformation:
@@ -370,26 +390,53 @@ def checkpoint_steps(workdir: str | os.PathLike) -> list[int]:
         return sorted(manager.all_steps())
 
 
-def load_checkpoint(workdir: str | os.PathLike, step: int, learned_optimizer: LearnedOptimizer) -> MetaParams:
-    """The meta-parameters stored at ``step`` of a run.
+def run_learned_optimizer(workdir: str | os.PathLike) -> LearnedOptimizer:
+    """The learned optimizer a run meta-trains, read from its ``config.json``.
 
     Example:
-      >>> meta_params = load_checkpoint('runs/x', 300, GraphL2O(hidden=16, layers=2))
+      >>> run_learned_optimizer('runs/x')
+      GraphL2O(hidden=16, layers=2, ...)
     """
-    template = learned_optimizer.init(jax.random.key(0))
+    path = os.path.join(os.fspath(workdir), "config.json")
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"no meta-training run at {os.fspath(workdir)} (no config.json).")
+    with open(path) as f:
+        data = json.load(f)
+    return config_from_dict(data["learned_optimizer"])
+
+
+def load_checkpoint(
+    workdir: str | os.PathLike, step: int, learned_optimizer: LearnedOptimizer | None = None
+) -> MetaParams:
+    """The meta-parameters stored at ``step`` of a run.
+
+    Args:
+      workdir: the run directory.
+      step: an outer step with a checkpoint (``checkpoint_steps(workdir)``).
+      learned_optimizer: the run's learned optimizer; read from the run's ``config.json`` when left out
+        (needed only for families that are not registered).
+
+    Example:
+      >>> meta_params = load_checkpoint('runs/x', 300)
+    """
+    if learned_optimizer is None:
+        learned_optimizer = run_learned_optimizer(workdir)
+    template = abstract_meta_params(learned_optimizer)
     with _checkpoint_manager(os.fspath(workdir)) as manager:
         saved = _read_checkpoint(manager, step)
     return template.replace(arrays=ocp.tree.deserialize_tree(saved["arrays"], template.arrays))
 
 
 def select_best_checkpoint(
-    workdir, learned_optimizer: LearnedOptimizer, validation_tasks, *, length: int = 100, seeds: int = 2
+    workdir, learned_optimizer: LearnedOptimizer | None, validation_tasks, *, length: int = 100, seeds: int = 2
 ) -> tuple[int, MetaParams, dict[int, float]]:
-    """Scores every checkpoint of a run by the validation loss after ``length`` inner steps (seed 000's model
-    selection) and returns ``(best_step, best_meta_params, scores)``.
+    """Scores every checkpoint of a run by the validation loss after ``length`` inner steps (the model selection
+    of Kofinas et al. 2024) and returns ``(best_step, best_meta_params, scores)``.
+
+    ``learned_optimizer`` is the run's; ``None`` reads it from the run's ``config.json``.
 
     Example:
-      >>> step, best, scores = select_best_checkpoint('runs/x', GraphL2O(), [image_task('digits', width=16)])
+      >>> step, best, scores = select_best_checkpoint('runs/x', None, [image_task('digits', width=16)])
     """
     steps = checkpoint_steps(workdir)
     if not steps:
