@@ -301,6 +301,71 @@ def _learned_backward(data: dict) -> str:
     )
 
 
+def _verdict(c: dict, scale: float, digits: int) -> str:
+    """A comparison dict (``stats.Comparison`` as data) as ``'beats (+1.20, CI +0.40 to +2.00)'``."""
+    m, lo, hi = (scale * c[k] for k in ("mean_difference", "low", "high"))
+    return f"**{c['verdict']}** ({m:+.{digits}f}, CI {lo:+.{digits}f} to {hi:+.{digits}f})"
+
+
+def _across_runs(values) -> str:
+    """``'95.1 ± 0.4'``: mean ± std across meta-runs of the per-run mean over seeds, in %."""
+    per_run = 100 * np.asarray(values, np.float64).reshape(-1, np.shape(values)[-1]).mean(1)
+    return f"{per_run.mean():.2f} ± {per_run.std():.2f}"
+
+
+@renderer("horizon")
+def _horizon(data: dict) -> str:
+    """Issue 15: learned optimizers over whole runs, against baselines tuned for each horizon."""
+    p = data["protocol"]
+    meta = p["meta_training"]
+    estimator = meta["estimator"]
+    parts = [
+        f"Meta-training ({p['meta_seeds']} independent meta-seeds per learned optimizer): "
+        f"`{estimator['type']}` with {estimator['truncation_length']}-step truncations of inner runs lasting "
+        f"{estimator['horizon']['low']}-{estimator['horizon']['high']} steps (log-uniform, staggered), meta-loss "
+        f"`{estimator['unroll']['meta_loss']}`, {meta['outer_steps']} outer steps of Adam {meta['meta_lr']:g} "
+        f"({meta['schedule']}), {estimator['num_tasks']} optimizees per step. Checkpoint rule: {p['selection_rule']}.",
+        "How a step is formed (every learned optimizer here): `update = -lr * exp(b * tanh(m / b)) * (adam + d)`, "
+        "Adam's bias-corrected direction plus a learned correction `d`, scaled by a learned per-parameter "
+        "magnitude `m` bounded by `b` and a learned global step size `lr`.",
+        f"Baselines ({', '.join(p['baselines'])}) tuned on the validation split for each horizon separately "
+        f"(learning rates {min(p['learning_rates']):g}-{max(p['learning_rates']):g}, x2 grid, weight decay "
+        f"{p['weight_decays']}, {p['tuning_seeds']} seeds); every optimizer evaluated on the test split over "
+        f"{p['seeds']} seeds (the same seeds for all). Differences: learned minus baseline, 95 % bootstrap interval "
+        "over meta-runs x seeds; **beats**/**loses to** only when it excludes zero.",
+    ]
+    for label, task in data["tasks"].items():
+        rows = [
+            "| step | learned | baseline (tuned for this horizon) | learned acc. (%), across meta-runs | "
+            "baseline acc. (%), across seeds | "
+            "difference (pp) | test loss difference |",
+            "|---|---|---|---|---|---|---|",
+        ]
+        for c in task["comparisons"]:
+            tuned = task["tuned"][c["baseline"]][str(c["step"])]
+            edge = ", on the grid's edge" if tuned.get("on_edge") else ""
+            acc, loss = c["eval_accuracy"], c["eval_loss"]
+            rows.append(
+                f"| {c['step']} | {c['learned']} | {c['baseline']} (lr {tuned['learning_rate']:g}{edge}) | "
+                f"{_across_runs(acc['learned'])} | {mean_std(acc['baseline'], 2, 100)} | {_verdict(acc, 100, 2)} | "
+                f"{_verdict(loss, 1, 4)} |"
+            )
+        speed = [
+            f"- {s['learned']} reaches {s['baseline']}'s step-{p['speedup_step']} test loss ({s['target_loss']:.4f}) "
+            + (f"at step {s['step']}: **{s['ratio']:.2f}x**" if s["step"] is not None else "**never** in the run")
+            for s in task["speedups"]
+        ]
+        parts += [
+            f"## {label} ({task['changes']}; {task['steps']} steps)",
+            "\n".join(rows),
+            "Speed-up (first evaluated step at which the mean test loss over meta-runs and seeds reaches the "
+            "baseline's):",
+            "\n".join(speed),
+            f"![test accuracy and loss vs step]({task['figure']})",
+        ]
+    return "\n\n".join(parts)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--check", action="store_true", help="write nothing; exit 1 if any file is stale")
