@@ -12,6 +12,7 @@ import os
 import time
 
 import jax
+import numpy as np
 
 from l2o_jax import evaluation
 from l2o_jax.io import save_meta_params
@@ -31,7 +32,10 @@ class StudyConfig:
 
     Attributes:
       meta: the meta-training run.
+      meta_seeds: independent meta-training runs (meta-seeds ``meta.seed``, ``meta.seed + 1``, ...); each is
+        selected and evaluated on its own, and tables show mean ± std across them.
       selection_task: ``image_task`` arguments of the task whose validation loss picks the checkpoint.
+      selection_seeds: fresh optimizees whose mean validation loss scores a checkpoint.
       selection_length: inner steps of the selection runs. The presets use the evaluation horizon: a
         checkpoint picked after the 50 steps it was meta-trained on can be one that falls apart by step 100
         (measured on the quickstart run: 79.1 % vs 93.9 % held-out accuracy for the 50- and 100-step picks).
@@ -48,6 +52,8 @@ class StudyConfig:
     selection_task: dict
     eval_task: dict
     selection_length: int = 100
+    meta_seeds: int = 3
+    selection_seeds: int = 3
     eval_steps: int = 1000
     seeds: int = 5
     eval_every: int = 10
@@ -136,7 +142,20 @@ def train_and_select(study: StudyConfig, workdir: str | os.PathLike, *, progress
     log(f"selecting {name}'s best checkpoint on the validation split")
     selection_task = image_task(**study.selection_task)
     return select_best_checkpoint(
-        workdir, study.meta.learned_optimizer, [selection_task], length=study.selection_length
+        workdir,
+        study.meta.learned_optimizer,
+        [selection_task],
+        length=study.selection_length,
+        seeds=study.selection_seeds,
+    )
+
+
+def selection_rule(study: StudyConfig) -> str:
+    """The checkpoint selection rule in words, as pages state it."""
+    task = ", ".join(f"{k}={v}" for k, v in study.selection_task.items())
+    return (
+        f"validation loss after {study.selection_length} steps on image_task({task}), mean over "
+        f"{study.selection_seeds} seeds; every checkpoint of each meta-run scored"
     )
 
 
@@ -178,63 +197,131 @@ def evaluate_optimizers(study: StudyConfig, task, learned: dict, tuned: list) ->
 
 
 def run_study(study: StudyConfig, workdir: str | os.PathLike, *, progress: bool = True, log=print) -> dict:
-    """Meta-trains, selects, evaluates and reports. Returns the summary written to ``workdir/summary.json``.
+    """Meta-trains ``study.meta_seeds`` times, selects each run's checkpoint by the recorded rule, evaluates every
+    run and the tuned baselines on the held-out task, and reports. Returns the summary written to
+    ``workdir/summary.json``.
 
-    Writes ``best_meta_params/`` (loadable with ``l2o_jax.load_meta_params``), ``results.md``,
-    ``accuracy.png``, ``results.json`` and the meta-training run's files.
+    Writes one meta-training run per meta-seed (``meta_seed_<seed>/``), ``best_meta_params/`` (the meta-run whose
+    selected checkpoint has the lowest validation loss; loadable with ``l2o_jax.load_meta_params``),
+    ``results.md``, ``accuracy.png``, ``results.json`` (every run's curves) and ``summary.json`` (every run's
+    numbers and the bootstrap comparisons with each tuned baseline).
 
     Example:
       >>> summary = run_study(preset('quickstart'), 'runs/quickstart')
     """
+    if study.meta_seeds < 1:
+        raise ValueError(f"meta_seeds must be at least 1, got {study.meta_seeds}.")
     workdir = os.path.abspath(os.fspath(workdir))
     started = time.perf_counter()
-    best_step, best, scores = train_and_select(study, workdir, progress=progress, log=log)
+    runs = []
+    for seed in range(study.meta.seed, study.meta.seed + study.meta_seeds):
+        run = dataclasses.replace(study, meta=dataclasses.replace(study.meta, seed=seed))
+        step, best, scores = train_and_select(
+            run, os.path.join(workdir, f"meta_seed_{seed}"), progress=progress, log=log
+        )
+        runs.append({"meta_seed": seed, "best_checkpoint": step, "checkpoint_scores": scores, "meta_params": best})
     eval_task = image_task(**study.eval_task)
     log(f"tuning {', '.join(study.baselines)} on {eval_task.name} (validation split)")
     tuned = tune_baselines(study, eval_task)
-    log(f"evaluating on {eval_task.name}: {study.eval_steps} steps x {study.seeds} seeds")
-    learned_name = f"{type(study.meta.learned_optimizer).__name__} (meta-trained)"
-    results = evaluate_optimizers(study, eval_task, {learned_name: best}, tuned)
-    summary = _report(study, workdir, results, tuned, best_step, scores, eval_task, time.perf_counter() - started)
+    log(f"evaluating on {eval_task.name}: {study.meta_seeds} meta-runs, {study.eval_steps} steps x {study.seeds} seeds")
+    name = type(study.meta.learned_optimizer).__name__
+    learned = {f"{name} (meta-seed {r['meta_seed']})": r["meta_params"] for r in runs}
+    results = evaluate_optimizers(study, eval_task, learned, tuned)
+    summary = _report(study, workdir, runs, results, tuned, eval_task, time.perf_counter() - started)
+    chosen = min(runs, key=lambda r: r["checkpoint_scores"][r["best_checkpoint"]])
     save_meta_params(
         os.path.join(workdir, "best_meta_params"),
-        best,
-        metadata={"outer_step": best_step, "eval": summary["results"], "eval_task": eval_task.name},
+        chosen["meta_params"],
+        metadata={
+            "meta_seed": chosen["meta_seed"],
+            "outer_step": chosen["best_checkpoint"],
+            "eval": summary["results"],
+            "eval_task": eval_task.name,
+        },
     )
     return summary
 
 
-def _report(study, workdir, results, tuned, best_step, scores, eval_task, seconds) -> dict:
-    adam_name = results[1].name if len(results) > 1 else None
-    table = evaluation.results_table(results, adam_name)
+def _report(study, workdir, runs, results, tuned, eval_task, seconds) -> dict:
+    learned, baselines = results[: len(runs)], results[len(runs) :]
+    final = lambda r, key: getattr(r, key)[:, -1]
+    learned_acc = np.stack([final(r, "eval_accuracy") for r in learned])  # [meta-runs, seeds]
+    learned_loss = np.stack([final(r, "eval_loss") for r in learned])
+    comparisons = {
+        b.name: {
+            "accuracy": dataclasses.asdict(evaluation.compare(learned_acc, final(b, "eval_accuracy"))),
+            "loss": dataclasses.asdict(evaluation.compare(learned_loss, final(b, "eval_loss"), higher_is_better=False)),
+        }
+        for b in baselines
+    }
     plot = evaluation.plot_curves(
         results,
         os.path.join(workdir, "accuracy.png"),
-        title=f"{eval_task.name}: test accuracy, mean ± std over {study.seeds} seeds",
+        title=f"{eval_task.name}: test accuracy, mean ± std over {study.seeds} seeds, each meta-run",
     )
     evaluation.save_results(results, os.path.join(workdir, "results.json"))
+    name = type(study.meta.learned_optimizer).__name__
     summary = {
         "eval_task": eval_task.name,
-        "best_checkpoint": best_step,
-        "checkpoint_scores": {str(k): v for k, v in scores.items()},
-        "tuned": [dataclasses.asdict(t) for t in tuned],
+        "selection_rule": selection_rule(study),
+        "meta_runs": [
+            {
+                "meta_seed": r["meta_seed"],
+                "best_checkpoint": r["best_checkpoint"],
+                "checkpoint_scores": {str(k): v for k, v in r["checkpoint_scores"].items()},
+                "result": res.summary(),
+            }
+            for r, res in zip(runs, learned)
+        ],
+        "learned": {
+            "name": name,
+            "final_accuracy_per_run": learned_acc.mean(1).tolist(),
+            "final_loss_per_run": learned_loss.mean(1).tolist(),
+        },
+        "tuned": [{**dataclasses.asdict(t), "selection": t.selection} for t in tuned],
+        "comparisons": comparisons,
         "results": [r.summary() for r in results],
         "seconds": round(seconds, 1),
         "devices": [str(d) for d in jax.devices()],
     }
     with open(os.path.join(workdir, "summary.json"), "w") as f:
         json.dump(summary, f, indent=1)
+    per_run = lambda values: f"{100 * values.mean(1).mean():.2f} ± {100 * values.mean(1).std():.2f}"
+    rows = [
+        "| optimizer | final accuracy (%) | final loss | vs it: accuracy (pp) | vs it: loss |",
+        "|---|---|---|---|---|",
+        f"| {name}, {len(runs)} meta-runs (mean ± std across them) | {per_run(learned_acc)} | "
+        f"{learned_loss.mean(1).mean():.4f} ± {learned_loss.mean(1).std():.4f} | | |",
+    ]
+    for b in baselines:
+        c = comparisons[b.name]
+        acc = evaluation.Comparison(**c["accuracy"]).describe(scale=100)
+        loss = evaluation.Comparison(**c["loss"]).describe(digits=4)
+        rows.append(
+            f"| {b.name} (mean ± std over seeds) | {100 * b.final_accuracy[0]:.2f} ± {100 * b.final_accuracy[1]:.2f} "
+            f"| {b.final_loss[0]:.4f} ± {b.final_loss[1]:.4f} | {name} {acc} | {name} {loss} |"
+        )
     meta = study.meta
     text = [
-        f"# {type(meta.learned_optimizer).__name__} vs tuned baselines on {eval_task.name}",
+        f"# {name} vs tuned baselines on {eval_task.name}",
         "",
-        f"Meta-trained on {', '.join(meta.task_family.datasets)} CNN width {meta.task_family.widths}, depth "
-        f"{meta.task_family.depths} for {meta.outer_steps} outer steps ({meta.estimator}); best checkpoint: "
-        f"step {best_step} (validation loss {scores[best_step]:.4f}).",
-        f"Evaluated for {study.eval_steps} steps over {study.seeds} seeds on the test split; baselines tuned on "
-        "the validation split over the learning-rate x weight-decay grid.",
+        f"Meta-trained {len(runs)} times (meta-seeds {', '.join(str(r['meta_seed']) for r in runs)}) on "
+        f"{', '.join(meta.task_family.datasets)} {'/'.join(meta.task_family.models).upper()} width "
+        f"{meta.task_family.widths}, depth {meta.task_family.depths} "
+        f"for {meta.outer_steps} outer steps ({meta.estimator}). Checkpoint rule: {selection_rule(study)}; picked: "
+        + ", ".join(f"step {r['best_checkpoint']} (meta-seed {r['meta_seed']})" for r in runs)
+        + ".",
+        f"Evaluated for {study.eval_steps} steps over {study.seeds} seeds on the test split. Baselines: "
+        + "; ".join(f"{t.label}, {t.selection}" for t in tuned)
+        + f"; grid lr {list(study.learning_rates)} x wd {list(study.weight_decays)}. Differences are {name} minus "
+        "the baseline with a 95 % bootstrap interval over meta-runs x seeds; 'beats' and 'loses to' only when the "
+        "interval excludes zero.",
         "",
-        table,
+        "\n".join(rows),
+        "",
+        "Every meta-run:",
+        "",
+        evaluation.results_table(results, baselines[0].name if baselines else None),
         "",
         f"![accuracy]({os.path.basename(plot)})",
         "",

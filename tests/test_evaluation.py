@@ -115,14 +115,24 @@ def test_quickstart_pipeline_end_to_end(tmp_path):
         learning_rates=(1e-2, 1e-3),
         weight_decays=(0.0,),
     ).with_overrides(outer_steps=4)
-    summary = study.run_study(tiny, tmp_path, progress=False, log=lambda *_: None)
-    for name in ("results.md", "accuracy.png", "results.json", "summary.json", "metrics.jsonl", "meta_training.png"):
+    summary = study.run_study(dataclasses.replace(tiny, meta_seeds=2), tmp_path, progress=False, log=lambda *_: None)
+    for name in ("results.md", "accuracy.png", "results.json", "summary.json"):
         assert (tmp_path / name).exists(), name
+    for seed in (0, 1):  # one meta-training run per meta-seed
+        assert (tmp_path / f"meta_seed_{seed}" / "metrics.jsonl").exists()
+    runs = summary["meta_runs"]
+    assert [r["meta_seed"] for r in runs] == [0, 1] and all(r["best_checkpoint"] in (1, 2, 3, 4) for r in runs)
+    assert runs[0]["result"]["final_loss"] != runs[1]["result"]["final_loss"]  # independent meta-training runs
     assert all(r["finite"] for r in summary["results"])
-    assert summary["best_checkpoint"] in (1, 2, 3, 4)
+    (comparison,) = summary["comparisons"].values()
+    assert comparison["accuracy"]["verdict"] in evaluation.stats.VERDICTS
+    assert comparison["accuracy"]["low"] <= comparison["accuracy"]["mean_difference"] <= comparison["accuracy"]["high"]
+    assert "mean over 3 seeds" in summary["selection_rule"] and summary["tuned"][0]["seeds"] == 3
     loaded = l2o_jax.load_meta_params(tmp_path / "best_meta_params")
     assert isinstance(loaded.config, l2o_jax.GraphL2O)
-    assert "GraphL2O (meta-trained)" in (tmp_path / "results.md").read_text()
+    text = (tmp_path / "results.md").read_text()
+    assert "GraphL2O, 2 meta-runs (mean ± std across them)" in text and "95 % CI" in text
+    assert (study.StudyConfig.meta_seeds, study.StudyConfig.selection_seeds) == (3, 3)
 
 
 def test_cli_rejects_unknown_preset(capsys):
