@@ -10,7 +10,7 @@ import pytest
 from l2o_jax import amortized
 from l2o_jax.graphs import permute_hidden_neurons
 from l2o_jax.graphs import scale_hidden_neurons
-from l2o_jax.tasks import MLP
+from l2o_jax.tasks import MLPClassifier
 from l2o_jax.tasks import image_task
 
 ARCHITECTURES = [('mlp', 'tanh'), ('mlp', 'relu'), ('cnn', 'tanh'), ('cnn', 'relu')]
@@ -96,9 +96,10 @@ def test_finetune_keeps_structure_and_names_bad_inputs():
     out = amortized.finetune(meta_params, params)
     assert jax.tree.structure(out) == jax.tree.structure(params)
     assert jax.tree.map(lambda a: (a.shape, a.dtype), out) == jax.tree.map(lambda a: (a.shape, a.dtype), params)
-    wider = MLP(hidden=(9, 9), num_classes=10, activation='relu').init(jax.random.key(0), jnp.zeros((1, 8, 8, 1)))
+    wider_mlp = MLPClassifier(hidden=(9, 9), num_classes=10, activation='relu')
+    wider = wider_mlp.init(jax.random.key(0), jnp.zeros((1, 8, 8, 1)))
     assert jax.tree.map(jnp.shape, amortized.finetune(meta_params, wider)) == jax.tree.map(jnp.shape, wider)
-    other_inputs = MLP(hidden=(5, 5), num_classes=10).init(jax.random.key(0), jnp.zeros((1, 7)))
+    other_inputs = MLPClassifier(hidden=(5, 5), num_classes=10).init(jax.random.key(0), jnp.zeros((1, 7)))
     with pytest.raises(ValueError, match='inputs'):
         amortized.finetune(meta_params, other_inputs)
     with pytest.raises(TypeError, match='ScaleGMN'):

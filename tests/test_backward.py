@@ -20,7 +20,7 @@ from l2o_jax.meta import MetaTrainConfig
 from l2o_jax.meta import UnrollConfig
 from l2o_jax.meta import fresh_unroll_loss
 from l2o_jax.meta import meta_train
-from l2o_jax.tasks import MLP
+from l2o_jax.tasks import MLPClassifier
 from l2o_jax.tasks import TaskFamily
 from l2o_jax.tasks import image_task
 
@@ -157,7 +157,7 @@ def test_meta_training_beats_the_backprop_initialisation_on_held_out_tasks(tmp_p
 
 def test_unsupported_models_and_parameters_are_clear_errors():
     meta_params = CONFIG.init(jax.random.key(0))
-    model = MLP(hidden=(8,), num_classes=10)
+    model = MLPClassifier(hidden=(8,), num_classes=10)
     x, y = jnp.zeros((4, 8, 8, 1)), jnp.zeros((4,), jnp.int32)
     params = jax.tree.map(lambda s: np.zeros(s.shape, np.float32), jax.eval_shape(model.init, jax.random.key(0), x))
     value_and_grad = learned_value_and_grad(model, meta_params)
@@ -171,7 +171,7 @@ def test_unsupported_models_and_parameters_are_clear_errors():
         value_and_grad({"params": {**params["params"], "Dense_2": extra}}, (x, y))
     with pytest.raises(ValueError, match="params/Dense_0/kernel"):
         value_and_grad(params, (jnp.zeros((4, 7)), y))
-    with pytest.raises(ValueError, match="MLP and CNN"):
+    with pytest.raises(ValueError, match="MLPClassifier and CNNClassifier"):
         learned_value_and_grad(object(), meta_params)
     with pytest.raises(ValueError, match="optimizer"):
         LearnedBackward(optimizer="lbfgs")

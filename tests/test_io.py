@@ -20,7 +20,7 @@ from l2o_jax.optimizers import config_from_dict
 from l2o_jax.optimizers import config_to_dict
 from l2o_jax.optimizers import families
 from l2o_jax.optimizers import register_family
-from l2o_jax.tasks import MLP
+from l2o_jax.tasks import MLPClassifier
 from l2o_jax.tasks import TaskFamily
 
 TINY = {
@@ -37,7 +37,8 @@ TINY = {
 
 def _init(config):
     if isinstance(config, ScaleGMN):  # initialised from an example network, whose shape it records
-        example = MLP(hidden=(3,), num_classes=2, activation="tanh").init(jax.random.key(1), jax.numpy.ones((1, 4)))
+        model = MLPClassifier(hidden=(3,), num_classes=2, activation="tanh")
+        example = model.init(jax.random.key(1), jax.numpy.ones((1, 4)))
         return config.init(jax.random.key(0), example)
     return config.init(jax.random.key(0))
 

@@ -6,10 +6,10 @@ import numpy as np
 import optax
 import pytest
 
-from l2o_jax.tasks import CNN
-from l2o_jax.tasks import MLP
+from l2o_jax.tasks import CNNClassifier
 from l2o_jax.tasks import Dataset
 from l2o_jax.tasks import DatasetUnavailableError
+from l2o_jax.tasks import MLPClassifier
 from l2o_jax.tasks import TaskFamily
 from l2o_jax.tasks import image_task
 from l2o_jax.tasks import layer_activations
@@ -102,14 +102,14 @@ def test_evaluate_masks_the_last_chunk():
 
 
 def test_conv_kernels_follow_input_rank_and_activations_are_listed():
-    model = CNN(width=4, depth=2, num_classes=10, kernel_size=5, activation='tanh')
+    model = CNNClassifier(width=4, depth=2, num_classes=10, kernel_size=5, activation='tanh')
     params_1d = jax.eval_shape(model.init, jax.random.key(0), jnp.zeros((1, 40, 1)))['params']
     params_2d = jax.eval_shape(model.init, jax.random.key(0), jnp.zeros((1, 8, 8, 1)))['params']
     assert params_1d['Conv_0']['kernel'].shape == (5, 1, 4)
     assert params_2d['Conv_1']['kernel'].shape == (5, 5, 4, 4)
     assert params_2d['Dense_0']['kernel'].shape == (4, 10) and 'Dense_1' not in params_2d
     assert layer_activations(model) == ('tanh', 'tanh', 'linear')
-    assert layer_activations(MLP(hidden=(48,), num_classes=10)) == ('relu', 'linear')
+    assert layer_activations(MLPClassifier(hidden=(48,), num_classes=10)) == ('relu', 'linear')
     task = image_task(load_dataset('digits'), model='mlp', width=48, depth=2)
     assert task.name == 'digits/mlp-w48-d2-relu'
     assert jax.eval_shape(task.init, jax.random.key(0))['params']['Dense_1']['kernel'].shape == (48, 10)
@@ -117,7 +117,7 @@ def test_conv_kernels_follow_input_rank_and_activations_are_listed():
 
 def test_bad_arguments_raise():
     with pytest.raises(ValueError, match='gelu'):
-        MLP(hidden=(4,), num_classes=3, activation='elu').init(jax.random.key(0), jnp.zeros((1, 2)))
+        MLPClassifier(hidden=(4,), num_classes=3, activation='elu').init(jax.random.key(0), jnp.zeros((1, 2)))
     with pytest.raises(ValueError, match='mlp'):
         image_task('digits', model='resnet')
     with pytest.raises(ValueError, match='width'):

@@ -19,13 +19,13 @@ from timing import time_compiled
 
 from l2o_jax.backward import LearnedBackward
 from l2o_jax.backward import learned_value_and_grad
-from l2o_jax.tasks import CNN
-from l2o_jax.tasks import MLP
+from l2o_jax.tasks import CNNClassifier
+from l2o_jax.tasks import MLPClassifier
 
 MODELS = {
-    "MLP 64-32-10 (digits)": (MLP(hidden=(32,), num_classes=10), (8, 8, 1)),
-    "MLP 784-256-256-10": (MLP(hidden=(256, 256), num_classes=10), (28, 28, 1)),
-    "CNN 3x32 channels, 28x28": (CNN(width=32, depth=3, num_classes=10), (28, 28, 1)),
+    "MLP 64-32-10 (digits)": (MLPClassifier(hidden=(32,), num_classes=10), (8, 8, 1)),
+    "MLP 784-256-256-10": (MLPClassifier(hidden=(256, 256), num_classes=10), (28, 28, 1)),
+    "CNN 3x32 channels, 28x28": (CNNClassifier(width=32, depth=3, num_classes=10), (28, 28, 1)),
 }
 
 

@@ -15,11 +15,11 @@ from timing import markdown_table
 from timing import time_compiled
 
 from l2o_jax import graphs
-from l2o_jax.tasks import CNN
+from l2o_jax.tasks import CNNClassifier
 
 
 def main(width: int = 192, depth: int = 4, batch: int = 128):
-    model = CNN(width=width, depth=depth, num_classes=10)
+    model = CNNClassifier(width=width, depth=depth, num_classes=10)
     x = jax.random.normal(jax.random.key(1), (batch, 28, 28, 1))
     y = jax.random.randint(jax.random.key(2), (batch,), 0, 10)
     params = model.init(jax.random.key(0), x[:1])

@@ -17,7 +17,7 @@ from timing import markdown_table
 from timing import time_compiled
 
 import l2o_jax
-from l2o_jax.tasks import CNN
+from l2o_jax.tasks import CNNClassifier
 
 OPTIMIZERS = {
     "adam": lambda: optax.adam(1e-3),
@@ -46,7 +46,7 @@ def train_step_fn(model, tx):
 
 
 def measure(width: int, names, repeats: int, batch: int = 128):
-    model = CNN(width=width, depth=3, num_classes=10)
+    model = CNNClassifier(width=width, depth=3, num_classes=10)
     x = jax.random.normal(jax.random.key(1), (batch, 28, 28, 1))
     y = jax.random.randint(jax.random.key(2), (batch,), 0, 10)
     params = model.init(jax.random.key(0), x[:1])

@@ -9,19 +9,20 @@ import flax.linen as nn
 
 from l2o_jax.graphs import GraphSpec
 from l2o_jax.graphs import graph_spec
-from l2o_jax.tasks import CNN
-from l2o_jax.tasks import MLP
+from l2o_jax.tasks import CNNClassifier
+from l2o_jax.tasks import MLPClassifier
 from l2o_jax.tasks import Task
 from l2o_jax.tasks import layer_activations
 
 
 def model_of(task_or_model) -> nn.Module:
-    """The optimizee network of a ``Task``, or the network itself; only ``l2o_jax.tasks`` MLPs and CNNs."""
+    """The optimizee network of a ``Task``, or the network itself: the ``MLPClassifier`` or ``CNNClassifier`` of
+    ``l2o_jax.tasks``."""
     model = task_or_model.model if isinstance(task_or_model, Task) else task_or_model
-    if not isinstance(model, (MLP, CNN)):
+    if not isinstance(model, (MLPClassifier, CNNClassifier)):
         raise ValueError(
-            f"the learned backward pass supports the MLP and CNN of l2o_jax.tasks (or a Task built on them), "
-            f"got {type(model).__name__}."
+            "the learned backward pass supports the MLPClassifier and CNNClassifier of l2o_jax.tasks (or a Task "
+            f"built on them), got {type(model).__name__}."
         )
     return model
 
@@ -37,7 +38,7 @@ def network_spec(model: nn.Module, params) -> GraphSpec:
       >>> spec = network_spec(task.model, task.init(jax.random.key(0)))
     """
     shapes_only = graph_spec(params)
-    kinds = ("dense",) * len(model.hidden) if isinstance(model, MLP) else ("conv",) * model.depth
+    kinds = ("dense",) * len(model.hidden) if isinstance(model, MLPClassifier) else ("conv",) * model.depth
     kinds += ("dense",)
     for i, layer in enumerate(shapes_only.layers):
         if i >= len(kinds):
@@ -58,6 +59,6 @@ def network_spec(model: nn.Module, params) -> GraphSpec:
 
 
 def _describe(model: nn.Module) -> str:
-    if isinstance(model, MLP):
-        return f"MLP(hidden={model.hidden})"
-    return f"CNN(width={model.width}, depth={model.depth})"
+    if isinstance(model, MLPClassifier):
+        return f"MLPClassifier(hidden={model.hidden})"
+    return f"CNNClassifier(width={model.width}, depth={model.depth})"

@@ -215,8 +215,8 @@ def learned_value_and_grad(task_or_model, meta_params: MetaParams, *, first_orde
     """A drop-in for ``jax.value_and_grad(task.loss)`` whose gradients come from the learned backward pass.
 
     Args:
-      task_or_model: an ``l2o_jax.tasks.Task`` or its network (an ``MLP`` or ``CNN`` of ``l2o_jax.tasks``);
-        the loss is the mean softmax cross-entropy, as ``Task.loss``.
+      task_or_model: an ``l2o_jax.tasks.Task`` or its network (an ``MLPClassifier`` or ``CNNClassifier`` of
+        ``l2o_jax.tasks``); the loss is the mean softmax cross-entropy, as ``Task.loss``.
       meta_params: from ``LearnedBackward(...).init(key)`` or meta-training.
       first_order: treat the optimizee's forward pass (parameters, activations, output error) as constants,
         so derivatives of the learned gradients reach only the meta-parameters (meta-training's
@@ -227,8 +227,8 @@ def learned_value_and_grad(task_or_model, meta_params: MetaParams, *, first_orde
       scan-friendly; its output feeds any optax optimizer.
 
     Raises:
-      ValueError: for models other than the MLP/CNN of ``l2o_jax.tasks`` and, when called, for parameters
-        that do not fit the model (naming the parameter path).
+      ValueError: for models other than the ``MLPClassifier``/``CNNClassifier`` of ``l2o_jax.tasks`` and, when
+        called, for parameters that do not fit the model (naming the parameter path).
 
     Example:
       >>> meta_params = LearnedBackward().init(jax.random.key(0))

@@ -7,8 +7,8 @@ from l2o_jax.tasks.datasets import Dataset
 from l2o_jax.tasks.datasets import DatasetUnavailableError
 from l2o_jax.tasks.datasets import load_dataset
 from l2o_jax.tasks.datasets import prepare_datasets
-from l2o_jax.tasks.models import CNN
-from l2o_jax.tasks.models import MLP
+from l2o_jax.tasks.models import CNNClassifier
+from l2o_jax.tasks.models import MLPClassifier
 from l2o_jax.tasks.models import layer_activations
 from l2o_jax.tasks.task import Task
 from l2o_jax.tasks.task import TaskFamily
@@ -16,11 +16,11 @@ from l2o_jax.tasks.task import image_task
 
 __all__ = [
     "ACTIVATIONS",
-    "CNN",
+    "CNNClassifier",
     "Dataset",
     "DatasetUnavailableError",
     "EMBEDDED_DATASETS",
-    "MLP",
+    "MLPClassifier",
     "TFDS_DATASETS",
     "Task",
     "TaskFamily",

@@ -14,13 +14,13 @@ from l2o_jax.graphs import conv_implementation
 from l2o_jax.graphs import get_activation
 
 
-class MLP(nn.Module):
+class MLPClassifier(nn.Module):
     """Flattens its input, then ``Dense`` layers of sizes ``(*hidden, num_classes)``.
 
     The activation follows every layer but the last.
 
     Example:
-      >>> model = MLP(hidden=(48, 48), num_classes=10)
+      >>> model = MLPClassifier(hidden=(48, 48), num_classes=10)
       >>> variables = model.init(jax.random.key(0), jnp.zeros((1, 28, 28, 1)))
       >>> variables['params']['Dense_2']['kernel'].shape
       (48, 10)
@@ -39,14 +39,14 @@ class MLP(nn.Module):
         return nn.Dense(self.num_classes)(x)
 
 
-class CNN(nn.Module):
+class CNNClassifier(nn.Module):
     """``depth`` same-padded convolutions with activations, global average pooling, one Dense layer.
 
     Inputs of shape ``(B, H, W, C)`` get 2-D kernels ``(k, k, in, out)``; inputs of shape ``(B, L, C)``
     get 1-D kernels ``(k, in, out)``.
 
     Example:
-      >>> model = CNN(width=32, depth=3, num_classes=10)
+      >>> model = CNNClassifier(width=32, depth=3, num_classes=10)
       >>> variables = model.init(jax.random.key(0), jnp.zeros((1, 8, 8, 1)))
       >>> variables['params']['Conv_0']['kernel'].shape
       (3, 3, 1, 32)
@@ -61,7 +61,7 @@ class CNN(nn.Module):
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
         if x.ndim not in (3, 4):
-            raise ValueError(f'CNN expects inputs (B, L, C) or (B, H, W, C); got shape {x.shape}.')
+            raise ValueError(f'CNNClassifier expects inputs (B, L, C) or (B, H, W, C); got shape {x.shape}.')
         activation = get_activation(self.activation)
         spatial_axes = tuple(range(1, x.ndim - 1))
         for _ in range(self.depth):
@@ -79,14 +79,14 @@ def layer_activations(model: nn.Module) -> tuple[str, ...]:
     """Activation name after each parameterised layer, in forward order; the classifier's is ``'linear'``.
 
     Example:
-      >>> layer_activations(CNN(width=32, depth=3, num_classes=10))
+      >>> layer_activations(CNNClassifier(width=32, depth=3, num_classes=10))
       ('relu', 'relu', 'relu', 'linear')
     """
-    if isinstance(model, MLP):
+    if isinstance(model, MLPClassifier):
         num_hidden = len(model.hidden)
-    elif isinstance(model, CNN):
+    elif isinstance(model, CNNClassifier):
         num_hidden = model.depth
     else:
-        raise TypeError(f'layer_activations supports MLP and CNN, not {type(model).__name__}.')
+        raise TypeError(f'layer_activations supports MLPClassifier and CNNClassifier, not {type(model).__name__}.')
     get_activation(model.activation)
     return (model.activation,) * num_hidden + ('linear',)

@@ -18,8 +18,8 @@ from flax import struct
 from l2o_jax.graphs import ACTIVATIONS
 from l2o_jax.tasks.datasets import Dataset
 from l2o_jax.tasks.datasets import load_dataset
-from l2o_jax.tasks.models import CNN
-from l2o_jax.tasks.models import MLP
+from l2o_jax.tasks.models import CNNClassifier
+from l2o_jax.tasks.models import MLPClassifier
 from l2o_jax.tasks.models import layer_activations
 
 MODELS = ('cnn', 'mlp')
@@ -144,12 +144,12 @@ def image_task(
             raise ValueError(f'{argument} must be a positive integer, got {value!r}.')
     data = dataset if isinstance(dataset, Dataset) else load_dataset(dataset, data_dir=data_dir, download=download)
     if model == 'cnn':
-        network = CNN(
+        network = CNNClassifier(
             width=width, depth=depth, num_classes=data.num_classes, kernel_size=kernel_size, activation=activation
         )
         architecture = f'cnn-w{width}-d{depth}-k{kernel_size}-{activation}'
     else:
-        network = MLP(hidden=(width,) * (depth - 1), num_classes=data.num_classes, activation=activation)
+        network = MLPClassifier(hidden=(width,) * (depth - 1), num_classes=data.num_classes, activation=activation)
         architecture = f'mlp-w{width}-d{depth}-{activation}'
     return Task(data=data, model=network, batch_size=batch_size, name=f'{data.name}/{architecture}')
 
