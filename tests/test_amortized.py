@@ -1,4 +1,4 @@
-"""Single-shot fine-tuning (seed 002): ScaleGMN symmetries, the GMN control, zoos, training, baselines."""
+"""Single-shot fine-tuning (Kuipers et al.): ScaleGMN symmetries, the GMN control, zoos, training, baselines."""
 
 import functools
 

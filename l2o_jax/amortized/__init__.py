@@ -1,4 +1,4 @@
-"""Fully-amortized single-shot optimization (seed 002): model zoos, ScaleGMN/GMN metanetworks, SGD baselines.
+"""Fully-amortized single-shot optimization (Kuipers et al.): model zoos, ScaleGMN/GMN metanetworks, SGD baselines.
 
 Example:
   >>> from l2o_jax import amortized

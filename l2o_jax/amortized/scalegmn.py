@@ -18,12 +18,12 @@ input network (each hidden neuron divided by its scale ``r_i``, see ``neuron_sca
 multiplied back).
 
 With ``symmetry='none'`` the same dataflow uses plain MLPs and un-normalised embeddings: the GMN ablation
-of seed 002, equivariant to permutations only.
+of Kuipers et al., equivariant to permutations only.
 
 References:
   Kalogeropoulos et al., *Scale Equivariant Graph Metanetworks*, NeurIPS 2024.
   Kuipers et al., *Symmetry-Aware Fully-Amortized Optimization with Scale Equivariant Graph
-  Metanetworks* (seed 002).
+  Metanetworks*.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Training a single-shot metanetwork on a zoo, the SGD baselines, and seed 002's comparison table."""
+"""Training a single-shot metanetwork on a zoo, the SGD baselines, and Kuipers et al.'s comparison table."""
 
 from __future__ import annotations
 
@@ -28,7 +28,7 @@ SGD_EPOCHS = (25, 50, 100, 150)
 
 @dataclasses.dataclass(frozen=True)
 class TrainConfig:
-    """How a metanetwork is trained on a zoo (seed 002: Adam on CE + λ·L1 of the output networks).
+    """How a metanetwork is trained on a zoo (Kuipers et al.: Adam on CE + λ·L1 of the output networks).
 
     Attributes:
       l1: λ; 0 is plain fine-tuning, λ > 0 also sparsifies.

@@ -1,6 +1,6 @@
 """Model zoos: many small networks of one architecture, trained with varied seeds, learning rates and lengths.
 
-A zoo is the training set of a single-shot metanetwork (seed 002, after the CNN Zoo of Unterthiner et
+A zoo is the training set of a single-shot metanetwork (Kuipers et al., after the CNN Zoo of Unterthiner et
 al. 2020). Members share one architecture so that they can be trained and fine-tuned under ``jax.vmap``;
 many are deliberately under-trained, which leaves the metanetwork something to improve. Zoos are split
 into train/validation/test *by member*.

@@ -1,4 +1,5 @@
-"""A learned backward pass: message passing backwards over the neural graph replaces backprop (seed 001).
+"""A learned backward pass: message passing backwards over the neural graph replaces backprop (Simons,
+"Learning the backwards pass using message-passing neural networks").
 
 Example:
   >>> meta_params = LearnedBackward(hidden=16).init(jax.random.key(0))

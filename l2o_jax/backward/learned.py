@@ -17,8 +17,7 @@ starts at zero: at initialisation the learned gradients are exactly ``jax.grad``
 initialisation*), and meta-training learns how to depart from them.
 
 References:
-  Thijs Simons, Learning to optimize: learning the backwards pass using message-passing neural networks
-  (seed 001).
+  Thijs Simons, Learning to optimize: learning the backwards pass using message-passing neural networks.
 """
 
 from __future__ import annotations

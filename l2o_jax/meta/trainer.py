@@ -50,7 +50,7 @@ class MetaTrainConfig:
       estimator: a gradient estimator from ``l2o_jax.meta.estimators`` (or any frozen dataclass with their
         ``init``/``estimate``; it is a static argument of the compiled outer step).
       outer_steps: number of meta-updates.
-      meta_lr, schedule: Adam's learning rate and ``'cosine'`` decay to 0 or ``'constant'`` (seed 000: 3e-4
+      meta_lr, schedule: Adam's learning rate and ``'cosine'`` decay to 0 or ``'constant'`` (Sbicego et al.: 3e-4
         with cosine decay).
       clip_norm: global-norm clipping of the meta-gradient.
       tasks_per_step: architectures per outer step; their meta-gradients are averaged (each architecture is
@@ -431,7 +431,7 @@ def select_best_checkpoint(
     workdir, learned_optimizer: LearnedOptimizer | None, validation_tasks, *, length: int = 100, seeds: int = 2
 ) -> tuple[int, MetaParams, dict[int, float]]:
     """Scores every checkpoint of a run by the validation loss after ``length`` inner steps (the model selection
-    of Kofinas et al. 2024) and returns ``(best_step, best_meta_params, scores)``.
+    of Sbicego et al.) and returns ``(best_step, best_meta_params, scores)``.
 
     ``learned_optimizer`` is the run's; ``None`` reads it from the run's ``config.json``.
 

@@ -21,7 +21,7 @@ activations join its node features (Kofinas et al.); the probes are meta-paramet
 
 References:
   Kofinas et al., Graph neural networks for learning equivariant representations of neural networks, ICLR 2024.
-  Sbicego, Hammache and Ben Mohamed, Learning to optimize with graph neural networks (seed 000).
+  Sbicego, Hammache and Ben Mohamed, Learning to optimize with graph neural networks.
 """
 
 from __future__ import annotations
@@ -253,7 +253,7 @@ class TransformerL2O(_GraphFamily):
 @register_family
 @dataclasses.dataclass(frozen=True)
 class RecurrentGraphL2O(_GraphFamily):
-    """Config of RecurrentGNN (seed 000, III.2): a per-parameter LSTM whose outputs are appended to each
+    """Config of RecurrentGNN (Sbicego et al., III.2): a per-parameter LSTM whose outputs are appended to each
     parameter's features before the GNN.
 
     Example:
