@@ -80,5 +80,5 @@ def test_paper_scale_is_seed_000s_protocol(experiments):
         1000,
         5,
     )
-    assert protocol.baselines == ("adam", "rmsprop")
+    assert {"adam", "rmsprop"} <= set(protocol.baselines)  # seed 000's, beside the practitioner's baselines
     assert common.contender("GNN-variable", scale).meta.estimator.lengths == tuple(range(75, 251, 25))
