@@ -32,10 +32,11 @@ import numpy as np
 from experiments import report
 from l2o_jax import evaluation
 from l2o_jax import io
-from l2o_jax.meta import LogUniformHorizon
+from l2o_jax.features import SATURATING_STEP_TIMESCALES
+from l2o_jax.features import FeatureConfig
 from l2o_jax.meta import MetaTrainConfig
 from l2o_jax.meta import TruncatedBPTT
-from l2o_jax.meta import UnrollConfig
+from l2o_jax.meta import long_horizon_estimator
 from l2o_jax.meta import meta_train
 from l2o_jax.meta import select_best_checkpoint
 from l2o_jax.meta.unroll import learned_transform_for
@@ -44,24 +45,9 @@ from l2o_jax.optimizers import GraphL2O
 from l2o_jax.tasks import TaskFamily
 from l2o_jax.tasks import image_task
 
-
-def long_horizon_estimator(
-    truncation_length: int = 20, low: int = 100, high: int = 2000, num_tasks: int = 8
-) -> TruncatedBPTT:
-    """The long-horizon recipe: truncated BPTT over persistent optimizees whose runs last a log-uniform number
-    of steps in ``[low, high]``, staggered so each outer step mixes early and late training, scored by the log
-    of the mean loss so late truncations (small losses) count as much as early ones.
-
-    Example:
-      >>> MetaTrainConfig(GraphL2O(hidden=16, layers=2), family, long_horizon_estimator(), outer_steps=300)
-    """
-    return TruncatedBPTT(
-        truncation_length=truncation_length,
-        horizon=LogUniformHorizon(low, high),
-        num_tasks=num_tasks,
-        stagger=True,
-        unroll=UnrollConfig(meta_loss="log_mean"),
-    )
+#: What the long-horizon learned optimizers see: the default features with step-count features that saturate
+#: within the meta-training horizon.
+LONG_HORIZON_FEATURES = FeatureConfig(step_timescales=SATURATING_STEP_TIMESCALES)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -127,7 +113,10 @@ def smoke_study() -> HorizonStudy:
     MNIST-1D."""
     base = dict(dataset="digits", width=8, depth=2, batch_size=64)
     return HorizonStudy(
-        learned={"NG-GNN": GraphL2O(hidden=16, layers=2), "LSTM": LSTML2O(hidden=16, num_layers=2)},
+        learned={
+            "NG-GNN": GraphL2O(hidden=16, layers=2, features=LONG_HORIZON_FEATURES),
+            "LSTM": LSTML2O(hidden=16, num_layers=2, features=LONG_HORIZON_FEATURES),
+        },
         family=TaskFamily(datasets=("digits",), models=("cnn",), widths=(8,), depths=(2,), batch_size=64),
         estimator=long_horizon_estimator(),
         outer_steps=300,

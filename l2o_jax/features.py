@@ -21,6 +21,11 @@ import numpy as np
 from l2o_jax.graphs import ACTIVATIONS
 from l2o_jax.graphs import record_forward
 
+#: Step-count timescales that all saturate within a long-horizon meta-training run (inner runs of thousands of
+#: steps): past the meta-training horizon the step features keep values meta-training saw, instead of the
+#: slow ones (1000-10000 steps) taking values it never did.
+SATURATING_STEP_TIMESCALES = (1, 3, 10, 30, 100, 300)
+
 
 @dataclasses.dataclass(frozen=True)
 class FeatureConfig:

@@ -6,6 +6,7 @@ from l2o_jax.meta.estimators import AntitheticES
 from l2o_jax.meta.estimators import FullUnrollBPTT
 from l2o_jax.meta.estimators import LogUniformHorizon
 from l2o_jax.meta.estimators import TruncatedBPTT
+from l2o_jax.meta.estimators import long_horizon_estimator
 from l2o_jax.meta.sharding import shard_tasks
 from l2o_jax.meta.sharding import task_mesh
 from l2o_jax.meta.trainer import MetaTrainConfig
@@ -39,6 +40,7 @@ __all__ = [
     "fresh_unroll_loss",
     "init_inner_state",
     "load_checkpoint",
+    "long_horizon_estimator",
     "meta_train",
     "outer_optimizer",
     "read_metrics",

@@ -16,7 +16,7 @@ import optax
 
 from l2o_jax.optimizers import MetaParams
 
-META_LOSSES = ("mean", "log_mean", "final", "validation")
+META_LOSSES = ("mean", "log_mean", "final", "validation", "log_validation")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -25,7 +25,9 @@ class UnrollConfig:
 
     Attributes:
       meta_loss: ``'mean'`` training loss over the unroll (default), ``'log_mean'`` its log, ``'final'`` the
-        last step's training loss, ``'validation'`` the loss on a validation batch after the last step.
+        last step's training loss, ``'validation'`` the loss on a validation batch after the last step,
+        ``'log_validation'`` its log (long-horizon meta-training: a training-loss objective rewards ever larger
+        logits, which past a few hundred steps inflates the test loss while the training loss still falls).
       stop_inner_gradient: treat the optimizee's gradients as constants in the meta-gradient (the usual
         first-order approximation; avoids second derivatives of the optimizee's loss).
       remat: rematerialise each inner step in the backward pass (``jax.checkpoint``): memory stops growing
@@ -126,7 +128,8 @@ def _score(losses, final: InnerState, task, config: UnrollConfig) -> jax.Array:
     if config.meta_loss == "final":
         return losses[-1]
     batch = task.sample_batch(jax.random.fold_in(final.key, 1), "validation")
-    return task.loss(final.params, batch)
+    loss = task.loss(final.params, batch)
+    return jnp.log(loss) if config.meta_loss == "log_validation" else loss
 
 
 def fresh_unroll_loss(
