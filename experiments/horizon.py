@@ -74,6 +74,8 @@ class HorizonStudy:
       horizons: the steps at which learned and baselines are compared (each baseline tuned for each).
       speedup_step: the speed-up is measured against tuned Adam's test loss at this step.
       baselines, learning_rates, weight_decays, tuning_seeds: the tuned baselines and their grid.
+      full_grid_until, zoom: horizons beyond ``full_grid_until`` search the grid within ``zoom`` of the
+        previous horizon's pick (see ``tune_baselines``).
     """
 
     learned: dict
@@ -95,6 +97,8 @@ class HorizonStudy:
     learning_rates: tuple[float, ...] = evaluation.FINE_LEARNING_RATES
     weight_decays: tuple[float, ...] = (0.0,)
     tuning_seeds: int = 3
+    full_grid_until: int = 1000
+    zoom: float = 4.0
 
     def meta_config(self, learned_optimizer, seed: int) -> MetaTrainConfig:
         return MetaTrainConfig(
@@ -216,28 +220,40 @@ def train_and_select(study: HorizonStudy, workdir: str, progress: bool, log=prin
     return selected
 
 
+def _grid_near(learning_rates: tuple[float, ...], center: float, factor: float) -> tuple[float, ...]:
+    """The learning rates of the grid within ``factor`` of ``center``."""
+    return tuple(lr for lr in learning_rates if center / factor * 0.999 <= lr <= center * factor * 1.001)
+
+
 def tune_baselines(study: HorizonStudy, held_out: HeldOutTask, workdir: str, log=print) -> dict:
-    """``{baseline: {horizon: TuningResult as a dict}}`` for every horizon up to the task's steps."""
+    """``{baseline: {horizon: TuningResult as a dict}}`` for every horizon up to the task's steps.
+
+    Horizons up to ``full_grid_until`` search the whole grid; longer ones (the costly runs) search the grid
+    points within ``zoom`` of the previous horizon's pick, coarse to fine as a practitioner would, and widen
+    to the whole grid when the pick lands on the zoom's edge.
+    """
     task = image_task(**held_out.task)
     tuned = {}
     for name in study.baselines:
         tuned[name] = {}
+        previous = None
         for horizon in [h for h in study.horizons if h <= held_out.steps]:
+            grid = study.learning_rates
+            if horizon > study.full_grid_until and previous is not None:
+                grid = _grid_near(study.learning_rates, previous["learning_rate"], study.zoom)
 
-            def tune(name=name, horizon=horizon):
-                log(f"tuning {name} on {task.name} for {horizon} steps")
-                result = evaluation.tune_baseline(
-                    name,
-                    task,
-                    horizon,
-                    seeds=study.tuning_seeds,
-                    learning_rates=study.learning_rates,
-                    weight_decays=study.weight_decays,
-                )
+            def tune(name=name, horizon=horizon, grid=grid):
+                log(f"tuning {name} on {task.name} for {horizon} steps over {len(grid)} learning rates")
+                kwargs = dict(seeds=study.tuning_seeds, weight_decays=study.weight_decays)
+                result = evaluation.tune_baseline(name, task, horizon, learning_rates=grid, **kwargs)
+                if result.on_edge and len(grid) < len(study.learning_rates):
+                    log(f"{name}'s pick {result.learning_rate:g} is on the zoomed grid's edge: widening to all")
+                    full = study.learning_rates
+                    result = evaluation.tune_baseline(name, task, horizon, learning_rates=full, **kwargs)
                 return dataclasses.asdict(result)
 
             path = os.path.join(workdir, "tuning", _slug(held_out.label), f"{name}-{horizon}.json")
-            tuned[name][str(horizon)] = _cached(path, tune)
+            previous = tuned[name][str(horizon)] = _cached(path, tune)
     return tuned
 
 
@@ -358,17 +374,24 @@ def plot_task(curves: dict, path: str, title: str) -> str:
 
 
 def run(study: HorizonStudy, workdir: str, out: str, scale: str, progress: bool = True, log=print) -> dict:
-    """The whole study; returns the result's data (also written, with its page and figures, to ``out``)."""
+    """The whole study; returns the result's data (also written, with its page and figures, to ``out``, after
+    every held-out task, so a study cut short still has a page for the tasks it finished)."""
     started = time.perf_counter()
     os.makedirs(out, exist_ok=True)
     selected = train_and_select(study, workdir, progress, log)
-    tasks = {}
+    data = {
+        "kind": "horizon",
+        "title": f"Long-horizon learned optimizers ({scale} scale)",
+        "protocol": _protocol(study),
+        "selection": selected,
+        "tasks": {},
+    }
     for held_out in study.held_out:
         tuned = tune_baselines(study, held_out, workdir, log)
         curves = evaluate_task(study, held_out, tuned, workdir, log)
         figure = f"horizon_{scale}_{_slug(held_out.label)}.png"
         plot_task(curves, os.path.join(out, figure), f"{held_out.label} ({held_out.changes})")
-        tasks[held_out.label] = {
+        data["tasks"][held_out.label] = {
             "task": held_out.task,
             "changes": held_out.changes,
             "steps": held_out.steps,
@@ -378,15 +401,9 @@ def run(study: HorizonStudy, workdir: str, out: str, scale: str, progress: bool 
             "speedups": speedups(study, curves),
             "curves": curves,
         }
-    data = {
-        "kind": "horizon",
-        "title": f"Long-horizon learned optimizers ({scale} scale)",
-        "protocol": _protocol(study),
-        "selection": selected,
-        "tasks": tasks,
-        "provenance": report.provenance(started),
-    }
-    report.save(data, os.path.join(out, f"horizon_{scale}.json"))
+        data["not_run"] = [t.label for t in study.held_out if t.label not in data["tasks"]]
+        data["provenance"] = report.provenance(started)
+        report.save(data, os.path.join(out, f"horizon_{scale}.json"))
     return data
 
 
@@ -406,6 +423,8 @@ def _protocol(study: HorizonStudy) -> dict:
         "learning_rates": list(study.learning_rates),
         "weight_decays": list(study.weight_decays),
         "tuning_seeds": study.tuning_seeds,
+        "full_grid_until": study.full_grid_until,
+        "zoom": study.zoom,
     }
 
 
@@ -414,10 +433,17 @@ def main(argv=None) -> dict:
     parser.add_argument("--workdir", default="runs/horizon", help="meta-training runs and cached stages")
     parser.add_argument("--out", default=None, help="where the JSON, page and figures go (default: docs/results)")
     parser.add_argument("--scale", choices=sorted(STUDIES), default="smoke")
+    parser.add_argument("--learned", nargs="+", help="only these learned optimizers (default: all of the study's)")
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args(argv)
     out = args.out or (report.RESULTS if args.scale == "smoke" else os.path.join(args.workdir, "results"))
-    return run(STUDIES[args.scale](), args.workdir, out, args.scale, progress=not args.no_progress)
+    study = STUDIES[args.scale]()
+    if args.learned:
+        unknown = sorted(set(args.learned) - set(study.learned))
+        if unknown:
+            parser.error(f"unknown learned optimizers {unknown}; the study has {sorted(study.learned)}")
+        study = dataclasses.replace(study, learned={k: v for k, v in study.learned.items() if k in args.learned})
+    return run(study, args.workdir, out, args.scale, progress=not args.no_progress)
 
 
 if __name__ == "__main__":

@@ -330,7 +330,9 @@ def _horizon(data: dict) -> str:
         "magnitude `m` bounded by `b` and a learned global step size `lr`.",
         f"Baselines ({', '.join(p['baselines'])}) tuned on the validation split for each horizon separately "
         f"(learning rates {min(p['learning_rates']):g}-{max(p['learning_rates']):g}, x2 grid, weight decay "
-        f"{p['weight_decays']}, {p['tuning_seeds']} seeds); every optimizer evaluated on the test split over "
+        f"{p['weight_decays']}, {p['tuning_seeds']} seeds; horizons beyond {p['full_grid_until']} steps search the "
+        f"grid points within {p['zoom']:g}x of the previous horizon's pick, widened to the whole grid when the pick "
+        f"lands on that zoom's edge); every optimizer evaluated on the test split over "
         f"{p['seeds']} seeds (the same seeds for all). Differences: learned minus baseline, 95 % bootstrap interval "
         "over meta-runs x seeds; **beats**/**loses to** only when it excludes zero.",
     ]
