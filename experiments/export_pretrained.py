@@ -1,13 +1,16 @@
-"""Turns learned optimizers meta-trained by an experiment script into shipped ``l2o_jax.pretrained`` entries.
+"""Ships learned optimizers from a finished long-horizon study (``experiments.horizon``) as ``l2o_jax.pretrained``
+entries, each with its record and a run 5x past the study's reported horizon.
 
-    python experiments/replicate.py --scale smoke --workdir runs/pretrained_smoke \\
-        --optimizers NG-GNN LSTM RecurrentGNN
-    python experiments/export_pretrained.py runs/pretrained_smoke NG-GNN=ng-gnn-digits LSTM=lstm-digits \\
-        RecurrentGNN=recurrent-gnn-digits
+    python -m experiments.horizon --workdir runs/horizon_smoke --learned NG-GNN
+    python -m experiments.export_pretrained --study docs/results/horizon_smoke.json --workdir runs/horizon_smoke \\
+        NG-GNN=ng-gnn-digits
 
-Each entry records the command that trained it, the data and protocol (from the run's ``configs.json``), the
-checkpoint chosen, and the held-out evaluation of the run's ``summary.json`` next to the tuned baselines of that
-same run. ``docs/pretrained.md`` is rewritten from every shipped entry.
+Which meta-run ships is decided by a rule fixed in advance, never by test numbers: the one whose selected
+checkpoint has the lowest validation loss under the study's checkpoint rule. The entry's record holds the exact
+commands, the meta-training recipe (estimator, horizons, outer steps), the checkpoint chosen, the study's test
+numbers of that meta-run at every reported horizon next to the tuned baselines, and a ``long_run`` evaluation
+(``--long-steps``, default 5000) on the study's first held-out task. ``docs/pretrained.md`` is rewritten from every
+shipped entry.
 """
 
 from __future__ import annotations
@@ -15,76 +18,95 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 import sys
 
-from common import slug
+import numpy as np
 
+from experiments import report
+from l2o_jax import evaluation
+from l2o_jax import io
 from l2o_jax import pretrained
-from l2o_jax.io import load_info
-from l2o_jax.io import load_meta_params
+from l2o_jax.meta.unroll import learned_transform_for
+from l2o_jax.tasks import image_task
 
-DOC = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "docs", "pretrained.md")
-
-
-def _read_json(path: str) -> dict:
-    if not os.path.exists(path):
-        raise FileNotFoundError(f"{path} is missing: is {os.path.dirname(path)} a finished experiment run?")
-    with open(path) as f:
-        return json.load(f)
+DOC = os.path.join(report.ROOT, "docs", "pretrained.md")
 
 
-def _command_from_markdown(run_dir: str) -> str:
-    """The command of a run written before ``summary.json`` recorded it: ``summary.md``'s first code span."""
-    with open(os.path.join(run_dir, "summary.md")) as f:
-        for line in f:
-            if line.startswith("`python "):
-                return line.strip().strip("`")
-    raise ValueError(f"{run_dir}/summary.md does not say which command made the run.")
+def chosen_meta_run(selection: list[dict]) -> int:
+    """The meta-run to ship: the lowest validation loss of its selected checkpoint (the study's rule)."""
+    return min(selection, key=lambda s: s["validation_loss"][str(s["selected_step"])])["meta_seed"]
 
 
-def entry_record(run_dir: str, optimizer: str) -> dict:
-    """What an entry says of how it was made, read from the run directory ``run_dir``.
+def long_run(meta_params, task_args: dict, steps: int, seeds: int = 5) -> dict:
+    """Test accuracy and loss of ``meta_params`` over a ``steps``-step run: the worst drop below its own best
+    accuracy, and whether every value stayed finite.
 
     Example:
-      >>> entry_record('runs/pretrained_smoke', 'NG-GNN')['evaluation']['final_accuracy']
+      >>> long_run(pretrained.load('ng-gnn-digits'), {'dataset': 'digits', 'width': 16, 'depth': 2}, 5000)
     """
-    summary = _read_json(os.path.join(run_dir, "summary.json"))
-    configs = _read_json(os.path.join(run_dir, "configs.json"))
-    if optimizer not in configs["meta_training"]:
-        raise ValueError(f"{run_dir} did not meta-train {optimizer!r}; it has {sorted(configs['meta_training'])}.")
-    meta = configs["meta_training"][optimizer]
-    metadata = load_info(os.path.join(run_dir, slug(optimizer), "best_meta_params"))["metadata"]
-    results = {r["name"]: r for r in summary["results"]}
+    task = image_task(**task_args)
+    result = evaluation.evaluate(learned_transform_for(meta_params, task), task, steps, seeds, eval_every=steps // 20)
+    accuracy = result.eval_accuracy.mean(0)
     return {
-        "optimizer": optimizer,
-        "command": summary.get("command") or _command_from_markdown(run_dir),
+        "task": task.name,
+        "steps": steps,
+        "seeds": seeds,
+        "eval_steps": result.eval_steps.tolist(),
+        "test_accuracy": accuracy.tolist(),
+        "test_loss": result.eval_loss.mean(0).tolist(),
+        "finite": bool(np.isfinite(result.eval_loss).all() and np.isfinite(result.train_loss).all()),
+        "largest_drop_below_best": float(np.max(np.maximum.accumulate(accuracy) - accuracy)),
+    }
+
+
+def entry_record(study: dict, label: str, meta_seed: int, command: str) -> dict:
+    """What an entry says of how it was made: commands, recipe, chosen checkpoint, the study's numbers."""
+    protocol = study["protocol"]
+    selection = next(s for s in study["selection"][label] if s["meta_seed"] == meta_seed)
+    task_label, task = next(iter(study["tasks"].items()))
+    comparisons = [
+        {
+            "step": c["step"],
+            "baseline": c["baseline"],
+            "learned_accuracy": float(np.mean(c["eval_accuracy"]["learned"][meta_seed])),
+            "baseline_accuracy": float(np.mean(c["eval_accuracy"]["baseline"])),
+            "learned_loss": float(np.mean(c["eval_loss"]["learned"][meta_seed])),
+            "baseline_loss": float(np.mean(c["eval_loss"]["baseline"])),
+        }
+        for c in task["comparisons"]
+        if c["learned"] == label
+    ]
+    return {
+        "optimizer": label,
+        "command": study["provenance"]["command"],
+        "export_command": command,
         "meta_training": {
-            "task_family": meta["task_family"],
-            "estimator": meta["estimator"],
-            "outer_steps": meta["outer_steps"],
-            "meta_lr": meta["meta_lr"],
-            "checkpoint_chosen": metadata.get("outer_step"),
+            **protocol["meta_training"],
+            "meta_seed": meta_seed,
+            "checkpoint_chosen": selection["selected_step"],
+            "selection_rule": protocol["selection_rule"],
         },
-        "evaluation": {
-            "task": summary["eval_task"],
-            "protocol": {k: configs["protocol"][k] for k in ("eval_steps", "seeds", "eval_task")},
-            "learned": results[optimizer],
-            "tuned_baselines": [r for name, r in results.items() if "(tuned" in name],
-        },
+        "evaluation": {"task": task_label, "task_args": task["task"], "comparisons": comparisons},
     }
 
 
 def _row(name: str, entry: dict) -> str:
-    ev, meta = entry["evaluation"], entry["meta_training"]
-    learned = ev["learned"]
-    baselines = "; ".join(
-        f"{b['name']}: {100 * b['final_accuracy']:.2f} ± {100 * b['final_accuracy_std']:.2f}"
-        for b in ev["tuned_baselines"]
-    )
+    meta, ev, long = entry["meta_training"], entry["evaluation"], entry["long_run"]
+    at = {(c["step"], c["baseline"]): c for c in ev["comparisons"]}
+    steps = sorted({c["step"] for c in ev["comparisons"]})
+    cells = [
+        f"{100 * at[(s, 'adam')]['learned_accuracy']:.1f} vs {100 * at[(s, 'adam')]['baseline_accuracy']:.1f}"
+        for s in steps
+        if (s, "adam") in at
+    ]
+    horizon = meta["estimator"]["horizon"]
     return (
-        f"| `{name}` | {entry['config']['type']} | {meta['outer_steps']} (best: {meta['checkpoint_chosen']}) | "
-        f"{ev['task']}, {learned['steps']} steps x {learned['seeds']} seeds | "
-        f"{100 * learned['final_accuracy']:.2f} ± {100 * learned['final_accuracy_std']:.2f} | {baselines} |"
+        f"| `{name}` | {entry['config']['type']} | {meta['estimator']['truncation_length']}-step truncations of "
+        f"{horizon['low']}-{horizon['high']}-step runs, {meta['outer_steps']} outer steps (checkpoint "
+        f"{meta['checkpoint_chosen']}) | {ev['task']} | {' / '.join(cells)} (steps {', '.join(map(str, steps))}) | "
+        f"{100 * long['test_accuracy'][-1]:.1f} % at step {long['steps']}, largest drop below its best "
+        f"{100 * long['largest_drop_below_best']:.1f} pp, {'finite' if long['finite'] else 'NOT FINITE'} |"
     )
 
 
@@ -100,59 +122,57 @@ def write_doc(path: str = DOC) -> str:
         "tx = optax.chain(optax.clip_by_global_norm(1.0), l2o_jax.graph_l2o('ng-gnn-digits'))",
         "```",
         "",
-        "Accuracy is the held-out test accuracy (%) after the stated steps, mean ± std over seeds, next to the",
-        "baselines tuned on that task's validation split in the same run. `l2o_jax.pretrained.info(name)` has the",
-        "full record (task family, estimator, evaluation curves' summary). Every entry so far was meta-trained at",
-        "CPU scale on the embedded `digits` data; paper-protocol (FashionMNIST, GPU) entries come from",
-        "`experiments/replicate.py --scale paper` runs exported the same way.",
+        "Each entry is one meta-training run of the long-horizon study (`docs/results/horizon_smoke.md`), chosen",
+        "among its meta-runs by the lowest validation loss, never by test numbers. Its step is Adam's direction plus",
+        "a learned correction, scaled by a learned bounded magnitude. Test accuracy (%) of that meta-run against Adam",
+        "tuned for each horizon (mean over 5 seeds); the long run goes 5x past the study's longest reported",
+        "horizon. `l2o_jax.pretrained.info(name)` has the full record.",
         "",
-        "| name | family | outer steps | evaluated on | accuracy (%) | tuned baselines, same run (%) |",
+        "| name | family | meta-training | evaluated on | learned vs tuned Adam (%) | long run |",
         "|---|---|---|---|---|---|",
         *(_row(n, pretrained.info(n)) for n in names),
         "",
         "## How each was made",
         "",
-        *(f"- `{n}`: `{pretrained.info(n)['command']}`" for n in names),
-        "",
-        "then `python experiments/export_pretrained.py <workdir> NAME=entry ...`.",
+        *(f"- `{n}`: `{pretrained.info(n)['command']}`, then `{pretrained.info(n)['export_command']}`" for n in names),
         "",
     ]
-    notes = _kept_notes(path)
     with open(path, "w") as f:
-        f.write("\n".join(lines) + notes)
+        f.write("\n".join(lines))
     return path
 
 
-def _kept_notes(path: str) -> str:
-    """The hand-written ``## Notes`` section of the existing page (measurements beyond the records), if any."""
-    if not os.path.exists(path):
-        return ""
-    with open(path) as f:
-        text = f.read()
-    start = text.find("\n## Notes")
-    return text[start:] if start >= 0 else ""
-
-
 def main(argv: list[str] | None = None) -> list[str]:
-    """Exports ``OPTIMIZER=name`` pairs from a run directory; returns the entry names written."""
+    """Exports ``OPTIMIZER=name`` pairs from a study; returns the entry names written."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("run_dir", help="an experiments/replicate.py or improvements.py run directory")
     parser.add_argument("pairs", nargs="+", help="OPTIMIZER=entry-name, e.g. NG-GNN=ng-gnn-digits")
+    parser.add_argument("--study", required=True, help="the study's result JSON (docs/results/horizon_smoke.json)")
+    parser.add_argument("--workdir", required=True, help="the study's --workdir, which holds the meta-runs")
+    parser.add_argument("--long-steps", type=int, default=5000, help="steps of the recorded long run")
     parser.add_argument("--directory", default=None, help="where to write (default: inside the package)")
     args = parser.parse_args(argv)
+    with open(args.study) as f:
+        study = json.load(f)
+    given = argv if argv is not None else sys.argv[1:]
+    command = shlex.join(["python", "-m", "experiments.export_pretrained", *given])
     written = []
     for pair in args.pairs:
-        optimizer, sep, name = pair.partition("=")
+        label, sep, name = pair.partition("=")
         if not sep:
             parser.error(f"{pair!r} is not OPTIMIZER=entry-name")
-        meta_params = load_meta_params(os.path.join(args.run_dir, slug(optimizer), "best_meta_params"))
-        pretrained.save(name, meta_params, entry_record(args.run_dir, optimizer), directory=args.directory)
+        if label not in study["selection"]:
+            parser.error(f"the study did not meta-train {label!r}; it has {sorted(study['selection'])}")
+        seed = chosen_meta_run(study["selection"][label])
+        meta_params = io.load_meta_params(os.path.join(args.workdir, report.slug(label), f"seed{seed}", "selected"))
+        record = entry_record(study, label, seed, command)
+        record["long_run"] = long_run(meta_params, record["evaluation"]["task_args"], args.long_steps)
+        pretrained.save(name, meta_params, record, directory=args.directory)
         written.append(name)
-        print(f"wrote {name} ({meta_params.num_parameters} meta-parameters)")
+        print(f"wrote {name} (meta-seed {seed}, {meta_params.num_parameters} meta-parameters)")
     if args.directory is None:
         print(f"rewrote {write_doc()}")
     return written
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    main()

@@ -24,7 +24,6 @@ import argparse
 import dataclasses
 import json
 import os
-import re
 import time
 
 import numpy as np
@@ -167,11 +166,6 @@ def tiny_study() -> HorizonStudy:
 STUDIES = {"smoke": smoke_study, "tiny": tiny_study}
 
 
-def _slug(label: str) -> str:
-    """A file-name form of a label: ``'digits CNN-8, depth 4'`` -> ``'digits-cnn-8-depth-4'``."""
-    return re.sub(r"[^a-z0-9]+", "-", label.lower()).strip("-")
-
-
 def _cached(path: str, compute):
     """``compute()``'s JSON-ready result, stored at ``path`` the first time and read back after."""
     if os.path.exists(path):
@@ -195,7 +189,7 @@ def train_and_select(study: HorizonStudy, workdir: str, progress: bool, log=prin
     for label, learned in study.learned.items():
         selected[label] = []
         for seed in range(study.meta_seeds):
-            run = os.path.join(workdir, _slug(label), f"seed{seed}")
+            run = os.path.join(workdir, report.slug(label), f"seed{seed}")
 
             def train_and_pick(run=run, seed=seed, learned=learned):
                 started = time.perf_counter()
@@ -252,7 +246,7 @@ def tune_baselines(study: HorizonStudy, held_out: HeldOutTask, workdir: str, log
                     result = evaluation.tune_baseline(name, task, horizon, learning_rates=full, **kwargs)
                 return dataclasses.asdict(result)
 
-            path = os.path.join(workdir, "tuning", _slug(held_out.label), f"{name}-{horizon}.json")
+            path = os.path.join(workdir, "tuning", report.slug(held_out.label), f"{name}-{horizon}.json")
             previous = tuned[name][str(horizon)] = _cached(path, tune)
     return tuned
 
@@ -272,7 +266,7 @@ def evaluate_task(study: HorizonStudy, held_out: HeldOutTask, tuned: dict, workd
     initialisations and batches.
     """
     task = image_task(**held_out.task)
-    cache = os.path.join(workdir, "curves", _slug(held_out.label))
+    cache = os.path.join(workdir, "curves", report.slug(held_out.label))
 
     def run(tx, steps, name):
         every = min(study.eval_every, steps)
@@ -282,9 +276,9 @@ def evaluate_task(study: HorizonStudy, held_out: HeldOutTask, tuned: dict, workd
     for label in study.learned:
         learned[label] = []
         for seed in range(study.meta_seeds):
-            meta = io.load_meta_params(os.path.join(workdir, _slug(label), f"seed{seed}", "selected"))
+            meta = io.load_meta_params(os.path.join(workdir, report.slug(label), f"seed{seed}", "selected"))
             log(f"evaluating {label} (meta-seed {seed}) on {task.name} for {held_out.steps} steps")
-            path = os.path.join(cache, f"{_slug(label)}-seed{seed}.json")
+            path = os.path.join(cache, f"{report.slug(label)}-seed{seed}.json")
             learned[label].append(
                 _cached(path, lambda m=meta: run(learned_transform_for(m, task), held_out.steps, label))
             )
@@ -389,7 +383,7 @@ def run(study: HorizonStudy, workdir: str, out: str, scale: str, progress: bool 
     for held_out in study.held_out:
         tuned = tune_baselines(study, held_out, workdir, log)
         curves = evaluate_task(study, held_out, tuned, workdir, log)
-        figure = f"horizon_{scale}_{_slug(held_out.label)}.png"
+        figure = f"horizon_{scale}_{report.slug(held_out.label)}.png"
         plot_task(curves, os.path.join(out, figure), f"{held_out.label} ({held_out.changes})")
         data["tasks"][held_out.label] = {
             "task": held_out.task,

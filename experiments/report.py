@@ -23,6 +23,7 @@ import glob
 import json
 import os
 import platform
+import re
 import shlex
 import subprocess
 import sys
@@ -192,6 +193,11 @@ def outputs(directory: str = RESULTS, readme: str = README) -> dict[str, str]:
 
 
 # --- helpers for renderers -------------------------------------------------------------------------------------
+
+
+def slug(label: str) -> str:
+    """A file-name form of a label: ``'digits CNN-8, depth 4'`` -> ``'digits-cnn-8-depth-4'``."""
+    return re.sub(r"[^a-z0-9]+", "-", label.lower()).strip("-")
 
 
 def mean_std(values, digits: int = 4, scale: float = 1.0) -> str:
