@@ -77,6 +77,27 @@ class OutputConfig:
     magnitude_bound: float = 3.0
     output_init_scale: float = 1e-3
 
+    def describe(self) -> str:
+        """How a step is formed, in words, for reports.
+
+        Example:
+          >>> OutputConfig().describe()
+          "update = -lr * exp(b * tanh(m / b)) * (adam + d): Adam's bias-corrected direction ..."
+        """
+        scale = (
+            f"scaled by a learned per-parameter magnitude m (at most e^{self.magnitude_bound:g} either way, "
+            f"b = {self.magnitude_bound:g}) and a learned global step size lr (initially {self.init_lr:g})"
+        )
+        if self.base == "adam":
+            return (
+                "update = -lr * exp(b * tanh(m / b)) * (adam + d): Adam's bias-corrected direction plus a learned "
+                f"correction d, {scale}."
+            )
+        return (
+            "update = -lr * exp(b * tanh(m / b)) * d: the network's direction d is the whole step (Kofinas et al.'s "
+            f"parameterisation), {scale}."
+        )
+
     def __post_init__(self):
         if self.base not in ("adam", "none"):
             raise ValueError(f"OutputConfig.base must be 'adam' or 'none', got {self.base!r}.")
@@ -119,7 +140,7 @@ def tiny_mlp_params(fan_in: int = 3, fan_out: int = 2) -> dict:
 @dataclasses.dataclass(frozen=True)
 class LearnedOptimizer:
     """Base config of a learned optimizer family. Subclasses define ``network()`` (and may override
-    ``initial_recurrent``, ``network_context``, ``extra_arrays``, ``network_inputs``, ``stand_in_params``).
+    ``initial_recurrent``, ``architecture_spec``, ``extra_arrays``, ``step_inputs``, ``stand_in_params``).
 
     Attributes:
       features: the per-parameter / global inputs.
@@ -134,7 +155,7 @@ class LearnedOptimizer:
         """The Flax meta-network: ``(feature_tree, globals, context, recurrent) -> (out_tree, recurrent)``."""
         raise NotImplementedError
 
-    def network_context(self, params, activations=None, order=None) -> Any:
+    def architecture_spec(self, params, activations=None, order=None) -> Any:
         """Static per-architecture information the network needs (a GraphSpec for graph families).
 
         ``activations`` and ``order`` describe the optimizee as in ``l2o_jax.graphs.graph_spec``; families that
@@ -153,7 +174,7 @@ class LearnedOptimizer:
         del key
         return {}
 
-    def network_inputs(self, arrays, params, context) -> dict:
+    def step_inputs(self, arrays, params, context) -> dict:
         """Extra keyword inputs of the network, computed each step from the meta-parameter ``arrays`` and the
         optimizee (graph families with probes: each neuron's probe activations). Default: none."""
         del arrays, params, context
@@ -184,9 +205,9 @@ def _init_arrays(config: LearnedOptimizer, key: jax.Array) -> dict:
     state = init_feature_state(params, config.features)
     feats = parameter_features(params, params, update_feature_state(state, params, config.features), config.features)
     glob = global_features(state.count, None, config.features)
-    context = config.network_context(params)
+    context = config.architecture_spec(params)
     extra = config.extra_arrays(key)
-    inputs = config.network_inputs(extra, params, context)
+    inputs = config.step_inputs(extra, params, context)
     variables = config.network().init(key, feats, glob, context, config.initial_recurrent(params), **inputs)
     return {"net": variables["params"], "log_lr": jnp.log(jnp.float32(config.output.init_lr)), **extra}
 
@@ -222,7 +243,7 @@ def learned_transform(meta_params: MetaParams, **options) -> optax.GradientTrans
 
     Args:
       meta_params: from ``SomeL2O(...).init(key)`` or ``load_meta_params``.
-      **options: per-architecture options forwarded to the family's ``network_context`` (graph families
+      **options: per-architecture options forwarded to the family's ``architecture_spec`` (graph families
         take ``activations=`` and ``order=`` as in ``l2o_jax.graphs.graph_spec``).
 
     Returns:
@@ -253,8 +274,8 @@ def learned_transform(meta_params: MetaParams, **options) -> optax.GradientTrans
         features = update_feature_state(state.features, updates, config.features)
         feats = parameter_features(params, updates, features, config.features)
         glob = global_features(features.count, value, config.features)
-        context = config.network_context(params, **options)
-        inputs = config.network_inputs(meta_params.arrays, params, context)
+        context = config.architecture_spec(params, **options)
+        inputs = config.step_inputs(meta_params.arrays, params, context)
         out, recurrent = network.apply(
             {"params": meta_params.arrays["net"]}, feats, glob, context, state.recurrent, **inputs
         )

@@ -154,7 +154,7 @@ class _GraphFamily(LearnedOptimizer):
             self.output,
         )
 
-    def network_context(self, params, activations=None, order=None) -> graphs.GraphSpec:
+    def architecture_spec(self, params, activations=None, order=None) -> graphs.GraphSpec:
         return graphs.graph_spec(params, activations=activations, order=order)
 
     def extra_arrays(self, key: jax.Array) -> dict:
@@ -162,7 +162,7 @@ class _GraphFamily(LearnedOptimizer):
             return {}
         return {"probes": init_probes(jax.random.fold_in(key, 1), self.probes)}
 
-    def network_inputs(self, arrays, params, context: graphs.GraphSpec) -> dict:
+    def step_inputs(self, arrays, params, context: graphs.GraphSpec) -> dict:
         if self.probes is None:
             return {}
         return {"probes": probe_features(context, params, arrays["probes"])}
@@ -194,7 +194,7 @@ class _GraphFamily(LearnedOptimizer):
         probes = meta_params.arrays["probes"]
 
         def init_fn(params):
-            spec = self.network_context(params, **options)
+            spec = self.architecture_spec(params, **options)
             if apply_fn is None:
                 jax.eval_shape(lambda p, x: probe_features(spec, p, x), params, probes)  # fails early, by path
             else:
