@@ -7,6 +7,7 @@ Example:
   >>> new_params = amortized.finetune(meta_params, zoo.split('test').member(0))
 """
 
+from l2o_jax.amortized.layers import ScaleGMNNetwork
 from l2o_jax.amortized.objective import SPARSITY_THRESHOLD
 from l2o_jax.amortized.objective import evaluate_splits
 from l2o_jax.amortized.objective import evaluate_stack
@@ -16,7 +17,6 @@ from l2o_jax.amortized.objective import run_optimizer
 from l2o_jax.amortized.objective import sparsity
 from l2o_jax.amortized.scalegmn import ACTIVATION_SYMMETRY
 from l2o_jax.amortized.scalegmn import ScaleGMN
-from l2o_jax.amortized.scalegmn import ScaleGMNNetwork
 from l2o_jax.amortized.scalegmn import finetune
 from l2o_jax.amortized.train import SGD_EPOCHS
 from l2o_jax.amortized.train import TrainConfig
