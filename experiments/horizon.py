@@ -31,8 +31,7 @@ import numpy as np
 from experiments import report
 from l2o_jax import evaluation
 from l2o_jax import io
-from l2o_jax.features import SATURATING_STEP_TIMESCALES
-from l2o_jax.features import FeatureConfig
+from l2o_jax.features import LONG_HORIZON_FEATURES
 from l2o_jax.meta import MetaTrainConfig
 from l2o_jax.meta import TruncatedBPTT
 from l2o_jax.meta import long_horizon_estimator
@@ -43,10 +42,6 @@ from l2o_jax.optimizers import LSTML2O
 from l2o_jax.optimizers import GraphL2O
 from l2o_jax.tasks import TaskFamily
 from l2o_jax.tasks import image_task
-
-#: What the long-horizon learned optimizers see: the default features with step-count features that saturate
-#: within the meta-training horizon.
-LONG_HORIZON_FEATURES = FeatureConfig(step_timescales=SATURATING_STEP_TIMESCALES)
 
 
 @dataclasses.dataclass(frozen=True)

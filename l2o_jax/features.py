@@ -59,6 +59,11 @@ class FeatureConfig:
         return len(self.step_timescales) + 2
 
 
+#: What long-horizon learned optimizers see: the default features with step-count features that saturate within
+#: the meta-training horizon (``SATURATING_STEP_TIMESCALES``).
+LONG_HORIZON_FEATURES = FeatureConfig(step_timescales=SATURATING_STEP_TIMESCALES)
+
+
 class FeatureState(NamedTuple):
     """Running statistics behind the features; leaves have the parameters' shapes (momenta: + (len(betas),))."""
 

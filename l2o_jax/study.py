@@ -15,9 +15,11 @@ import jax
 import numpy as np
 
 from l2o_jax import evaluation
+from l2o_jax.features import LONG_HORIZON_FEATURES
 from l2o_jax.io import save_meta_params
 from l2o_jax.meta import FullUnrollBPTT
 from l2o_jax.meta import MetaTrainConfig
+from l2o_jax.meta import long_horizon_estimator
 from l2o_jax.meta import meta_train
 from l2o_jax.meta import select_best_checkpoint
 from l2o_jax.meta.unroll import learned_transform_for
@@ -46,6 +48,8 @@ class StudyConfig:
       learning_rates, weight_decays: the grid (default: the fine grid; ``evaluation.KOFINAS_*`` is seed 000's).
       tuning_seeds, tuning_select_by: the baselines' selection rule: runs per grid point, and ``'loss'`` (mean
         validation loss at ``eval_steps``, the rule checkpoints are selected by) or ``'accuracy'``.
+      compare_at: earlier steps (multiples of ``eval_every``) at which the report also compares the runs, e.g.
+        ``(100,)``: the same runs, with the baselines still tuned for ``eval_steps``.
     """
 
     meta: MetaTrainConfig
@@ -62,6 +66,7 @@ class StudyConfig:
     weight_decays: tuple[float, ...] = evaluation.FINE_WEIGHT_DECAYS
     tuning_seeds: int = 3
     tuning_select_by: str = "loss"
+    compare_at: tuple[int, ...] = ()
 
     def with_overrides(self, **changes) -> "StudyConfig":
         """A copy with meta-training fields (``outer_steps``, ``meta_lr``, ``seed``...) or study fields replaced."""
@@ -76,24 +81,31 @@ class StudyConfig:
 
 
 def quickstart_preset() -> StudyConfig:
-    """CPU, minutes: NG-GNN meta-trained on CNN-16 tasks on embedded digits, judged on a 2x wider CNN-32."""
-    family = TaskFamily(datasets=("digits",), models=("cnn",), widths=(16,), depths=(2,), batch_size=64)
+    """CPU, about 15 minutes: NG-GNN meta-trained with the long-horizon recipe on digits CNN-8 tasks (inner runs of
+    100-3000 steps in 20-step truncations), judged over 1000 steps on a 2x wider CNN-16 against Adam and
+    warmup-cosine Adam tuned for 1000 steps. One meta-run (the long-horizon study, ``experiments.horizon``, has
+    three per optimizer)."""
+    family = TaskFamily(datasets=("digits",), models=("cnn",), widths=(8,), depths=(2,), batch_size=64)
     meta = MetaTrainConfig(
-        GraphL2O(hidden=16, layers=2),
+        GraphL2O(hidden=16, layers=2, features=LONG_HORIZON_FEATURES),
         family,
-        FullUnrollBPTT(lengths=(50,), num_tasks=4),
-        outer_steps=150,
+        long_horizon_estimator(),
+        outer_steps=300,
         meta_lr=3e-3,
-        checkpoint_every=25,
+        checkpoint_every=50,
     )
     return StudyConfig(
         meta=meta,
-        selection_task=dict(dataset="digits", width=16, depth=2, batch_size=64),
-        eval_task=dict(dataset="digits", width=32, depth=2, batch_size=64),
-        selection_length=100,  # the evaluation horizon, see StudyConfig
-        eval_steps=100,
+        selection_task=dict(dataset="digits", width=8, depth=2, batch_size=64),
+        eval_task=dict(dataset="digits", width=16, depth=2, batch_size=64),
+        selection_length=1000,  # the evaluation horizon, see StudyConfig
+        meta_seeds=1,
+        eval_steps=1000,
+        eval_every=50,
+        compare_at=(100,),
         seeds=5,
-        baselines=("adam",),
+        baselines=("adam", "adam_cosine"),
+        weight_decays=(0.0,),
     )
 
 
@@ -242,17 +254,63 @@ def run_study(study: StudyConfig, workdir: str | os.PathLike, *, progress: bool 
     return summary
 
 
+def _comparisons(learned: list, baselines: list, step: int) -> dict:
+    """Every baseline against the meta-runs at ``step``: bootstrap intervals on test accuracy and loss."""
+
+    def at(result, key):
+        return getattr(result, key)[:, list(result.eval_steps).index(step)]
+
+    learned_acc = np.stack([at(r, "eval_accuracy") for r in learned])  # [meta-runs, seeds]
+    learned_loss = np.stack([at(r, "eval_loss") for r in learned])
+    return {
+        b.name: {
+            "accuracy": dataclasses.asdict(evaluation.compare(learned_acc, at(b, "eval_accuracy"))),
+            "loss": dataclasses.asdict(evaluation.compare(learned_loss, at(b, "eval_loss"), higher_is_better=False)),
+            "learned_accuracy_per_run": learned_acc.mean(1).tolist(),
+            "learned_loss_per_run": learned_loss.mean(1).tolist(),
+            "baseline_accuracy": [float(at(b, "eval_accuracy").mean()), float(at(b, "eval_accuracy").std())],
+            "baseline_loss": [float(at(b, "eval_loss").mean()), float(at(b, "eval_loss").std())],
+        }
+        for b in baselines
+    }
+
+
+def _comparison_table(name: str, meta_runs: int, step: int, comparisons: dict) -> str:
+    """Markdown: the meta-runs (mean ± std across them) and each baseline at ``step``, with the intervals."""
+    per_run = lambda values: f"{np.mean(values):.4f} ± {np.std(values):.4f}"
+    accuracy = lambda values: f"{100 * np.mean(values):.2f} ± {100 * np.std(values):.2f}"
+    first = next(iter(comparisons.values()), None)
+    rows = [
+        f"At step {step}:",
+        "",
+        "| optimizer | test accuracy (%) | test loss | vs it: accuracy (pp) | vs it: loss |",
+        "|---|---|---|---|---|",
+    ]
+    if first is not None:
+        rows.append(
+            f"| {name}, {meta_runs} meta-runs (mean ± std across them) | "
+            f"{accuracy(first['learned_accuracy_per_run'])} | {per_run(first['learned_loss_per_run'])} | | |"
+        )
+    for baseline, c in comparisons.items():
+        acc = evaluation.Comparison(**c["accuracy"]).describe(scale=100)
+        loss = evaluation.Comparison(**c["loss"]).describe(digits=4)
+        (acc_mean, acc_std), (loss_mean, loss_std) = c["baseline_accuracy"], c["baseline_loss"]
+        rows.append(
+            f"| {baseline} (mean ± std over seeds) | {100 * acc_mean:.2f} ± {100 * acc_std:.2f} | "
+            f"{loss_mean:.4f} ± {loss_std:.4f} | {name} {acc} | {name} {loss} |"
+        )
+    return "\n".join(rows) + "\n"
+
+
 def _report(study, workdir, runs, results, tuned, eval_task, seconds) -> dict:
     learned, baselines = results[: len(runs)], results[len(runs) :]
     final = lambda r, key: getattr(r, key)[:, -1]
     learned_acc = np.stack([final(r, "eval_accuracy") for r in learned])  # [meta-runs, seeds]
     learned_loss = np.stack([final(r, "eval_loss") for r in learned])
+    steps = (*(s for s in study.compare_at if s < study.eval_steps), study.eval_steps)
+    comparisons_at = {step: _comparisons(learned, baselines, step) for step in steps}
     comparisons = {
-        b.name: {
-            "accuracy": dataclasses.asdict(evaluation.compare(learned_acc, final(b, "eval_accuracy"))),
-            "loss": dataclasses.asdict(evaluation.compare(learned_loss, final(b, "eval_loss"), higher_is_better=False)),
-        }
-        for b in baselines
+        name: {k: c[k] for k in ("accuracy", "loss")} for name, c in comparisons_at[study.eval_steps].items()
     }
     plot = evaluation.plot_curves(
         results,
@@ -280,27 +338,14 @@ def _report(study, workdir, runs, results, tuned, eval_task, seconds) -> dict:
         },
         "tuned": [{**dataclasses.asdict(t), "selection": t.selection} for t in tuned],
         "comparisons": comparisons,
+        "comparisons_at": {str(step): c for step, c in comparisons_at.items()},
         "results": [r.summary() for r in results],
         "seconds": round(seconds, 1),
         "devices": [str(d) for d in jax.devices()],
     }
     with open(os.path.join(workdir, "summary.json"), "w") as f:
         json.dump(summary, f, indent=1)
-    per_run = lambda values: f"{100 * values.mean(1).mean():.2f} ± {100 * values.mean(1).std():.2f}"
-    rows = [
-        "| optimizer | final accuracy (%) | final loss | vs it: accuracy (pp) | vs it: loss |",
-        "|---|---|---|---|---|",
-        f"| {name}, {len(runs)} meta-runs (mean ± std across them) | {per_run(learned_acc)} | "
-        f"{learned_loss.mean(1).mean():.4f} ± {learned_loss.mean(1).std():.4f} | | |",
-    ]
-    for b in baselines:
-        c = comparisons[b.name]
-        acc = evaluation.Comparison(**c["accuracy"]).describe(scale=100)
-        loss = evaluation.Comparison(**c["loss"]).describe(digits=4)
-        rows.append(
-            f"| {b.name} (mean ± std over seeds) | {100 * b.final_accuracy[0]:.2f} ± {100 * b.final_accuracy[1]:.2f} "
-            f"| {b.final_loss[0]:.4f} ± {b.final_loss[1]:.4f} | {name} {acc} | {name} {loss} |"
-        )
+    tables = [_comparison_table(name, len(runs), step, comparisons_at[step]) for step in steps]
     meta = study.meta
     text = [
         f"# {name} vs tuned baselines on {eval_task.name}",
@@ -316,9 +361,9 @@ def _report(study, workdir, runs, results, tuned, eval_task, seconds) -> dict:
         + f"; grid lr {list(study.learning_rates)} x wd {list(study.weight_decays)}. Differences are {name} minus "
         "the baseline with a 95 % bootstrap interval over meta-runs x seeds; 'beats' and 'loses to' only when the "
         "interval excludes zero.",
+        f"How {name} forms a step: {study.meta.learned_optimizer.output.describe()}",
         "",
-        "\n".join(rows),
-        "",
+        *tables,
         "Every meta-run:",
         "",
         evaluation.results_table(results, baselines[0].name if baselines else None),

@@ -111,6 +111,9 @@ def test_quickstart_pipeline_end_to_end(tmp_path):
         eval_task=dict(dataset="digits", model="mlp", width=16, depth=2, batch_size=32),
         selection_length=10,
         eval_steps=20,
+        eval_every=10,
+        compare_at=(10,),
+        baselines=("adam",),
         seeds=2,
         learning_rates=(1e-2, 1e-3),
         weight_decays=(0.0,),
@@ -124,7 +127,7 @@ def test_quickstart_pipeline_end_to_end(tmp_path):
     assert [r["meta_seed"] for r in runs] == [0, 1] and all(r["best_checkpoint"] in (1, 2, 3, 4) for r in runs)
     assert runs[0]["result"]["final_loss"] != runs[1]["result"]["final_loss"]  # independent meta-training runs
     assert all(r["finite"] for r in summary["results"])
-    (comparison,) = summary["comparisons"].values()
+    ((comparison_name, comparison),) = summary["comparisons"].items()
     assert comparison["accuracy"]["verdict"] in evaluation.stats.VERDICTS
     assert comparison["accuracy"]["low"] <= comparison["accuracy"]["mean_difference"] <= comparison["accuracy"]["high"]
     assert "mean over 3 seeds" in summary["selection_rule"] and summary["tuned"][0]["seeds"] == 3
@@ -132,6 +135,9 @@ def test_quickstart_pipeline_end_to_end(tmp_path):
     assert isinstance(loaded.config, l2o_jax.GraphL2O)
     text = (tmp_path / "results.md").read_text()
     assert "GraphL2O, 2 meta-runs (mean ± std across them)" in text and "95 % CI" in text
+    assert "At step 10:" in text and "At step 20:" in text and "Adam's bias-corrected direction" in text
+    assert sorted(summary["comparisons_at"]) == ["10", "20"]
+    assert summary["comparisons_at"]["20"][comparison_name]["accuracy"] == comparison["accuracy"]
     assert (study.StudyConfig.meta_seeds, study.StudyConfig.selection_seeds) == (3, 3)
 
 
