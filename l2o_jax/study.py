@@ -81,10 +81,9 @@ class StudyConfig:
 
 
 def quickstart_preset() -> StudyConfig:
-    """CPU, about 15 minutes: NG-GNN meta-trained with the long-horizon recipe on digits CNN-8 tasks (inner runs of
+    """CPU: NG-GNN meta-trained with the long-horizon recipe on digits CNN-8 tasks (inner runs of
     100-3000 steps in 20-step truncations), judged over 1000 steps on a 2x wider CNN-16 against Adam and
-    warmup-cosine Adam tuned for 1000 steps. One meta-run (the long-horizon study, ``experiments.horizon``, has
-    three per optimizer)."""
+    warmup-cosine Adam tuned for 1000 steps; three meta-training runs."""
     family = TaskFamily(datasets=("digits",), models=("cnn",), widths=(8,), depths=(2,), batch_size=64)
     meta = MetaTrainConfig(
         GraphL2O(hidden=16, layers=2, features=LONG_HORIZON_FEATURES),
@@ -99,7 +98,6 @@ def quickstart_preset() -> StudyConfig:
         selection_task=dict(dataset="digits", width=8, depth=2, batch_size=64),
         eval_task=dict(dataset="digits", width=16, depth=2, batch_size=64),
         selection_length=1000,  # the evaluation horizon, see StudyConfig
-        meta_seeds=1,
         eval_steps=1000,
         eval_every=50,
         compare_at=(100,),
