@@ -35,6 +35,12 @@ def test_unknown_name_lists_what_is_available_and_wrong_family_is_clear():
         l2o_jax.graph_l2o("lstm-digits")
 
 
+def test_only_the_top_level_factories_take_names():
+    assert l2o_jax.lstm_l2o("lstm-digits").init is not None and l2o_jax.recurrent_graph_l2o("recurrent-gnn-digits")
+    with pytest.raises(TypeError, match=r"l2o_jax\.graph_l2o\('ng-gnn-digits'\)"):
+        l2o_jax.optimizers.graph_l2o("ng-gnn-digits")
+
+
 def test_save_load_round_trip_and_mismatch_is_named(tmp_path):
     meta_params = l2o_jax.MLPL2O(hidden=(4,)).init(jax.random.key(3))
     pretrained.save("tiny", meta_params, {"command": "python experiments/x.py"}, directory=tmp_path)
