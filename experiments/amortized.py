@@ -8,6 +8,7 @@ selected on its validation split and compared with SGD for 25/50/100/150 epochs 
 Usage:
   python experiments/amortized.py --scale smoke --out runs/amortized_smoke
   python experiments/amortized.py --scale paper --out runs/amortized_paper --data-dir ~/tensorflow_datasets
+  python experiments/amortized.py --scale paper --dry-run --out runs/amortized_dry   # tiny, seconds per block
 
 Writes ``results.json`` and ``results.md`` (and the zoos under ``zoos/``) into ``--out``.
 """
@@ -62,6 +63,20 @@ SCALES = {
 ACTIVATIONS = ('tanh', 'relu')
 
 
+def dry_run_config(config: dict) -> dict:
+    """``config``'s dataset, architectures (kinds and depths), λs and stages at a tiny size: zoos of 12 networks of
+    width 4 trained for 1-3 steps, 2 metanetwork steps, SGD for 1 and 2 epochs."""
+    return {
+        **config,
+        'architectures': {m: {**a, 'width': 4, 'members': 12} for m, a in config['architectures'].items()},
+        'zoo': {**config['zoo'], 'min_steps': 1, 'max_steps': 3, 'batch_size': 8},
+        'metanet': {'hidden': 8, 'layers': 1},
+        'train': {**config['train'], 'steps': 2, 'members_per_step': 2, 'batch_size': 8, 'eval_every': 1},
+        'l1_steps': 2,
+        'sgd': {**config['sgd'], 'epochs': (1, 2)},
+    }
+
+
 def zoo_for(config: dict, model: str, activation: str, out: str, data_dir: str | None) -> amortized.Zoo:
     """The run's zoo for one architecture, built once and reloaded on later runs with the same config."""
     path = os.path.join(out, 'zoos', f'{config["dataset"]}-{model}-{activation}')
@@ -106,6 +121,7 @@ def run(config: dict, models, activations, out: str, data_dir: str | None) -> li
                     starts=starts,
                     sgd_learning_rate=config['sgd']['learning_rate'],
                     sgd_momentum=config['sgd']['momentum'],
+                    sgd_epochs=config['sgd'].get('epochs', amortized.SGD_EPOCHS),
                 )
                 starts = starts or trained
                 blocks.append(
@@ -180,8 +196,9 @@ def main(argv=None) -> int:
     parser.add_argument('--activations', nargs='+', choices=ACTIVATIONS, default=ACTIVATIONS)
     parser.add_argument('--data-dir', default=None, help='tfds data directory (paper scale)')
     parser.add_argument('--download', action='store_true', help='let tfds download the dataset (paper scale)')
+    parser.add_argument('--dry-run', action='store_true', help="the scale's pipeline at a tiny size (seconds, CPU)")
     args = parser.parse_args(argv)
-    config = SCALES[args.scale]
+    config = dry_run_config(SCALES[args.scale]) if args.dry_run else SCALES[args.scale]
     os.makedirs(args.out, exist_ok=True)
     command = 'python experiments/amortized.py ' + ' '.join(argv if argv is not None else sys.argv[1:])
     start = time.perf_counter()
@@ -194,7 +211,14 @@ def main(argv=None) -> int:
     seconds = time.perf_counter() - start
     with open(os.path.join(args.out, 'results.json'), 'w') as f:
         json.dump(
-            {'scale': args.scale, 'config': config, 'command': command, 'seconds': seconds, 'blocks': blocks},
+            {
+                'scale': args.scale,
+                'dry_run': args.dry_run,
+                'config': config,
+                'command': command,
+                'seconds': seconds,
+                'blocks': blocks,
+            },
             f,
             indent=1,
         )

@@ -10,6 +10,7 @@ over 5 seeds, and the meta-loss on held-out seeds before and after meta-training
 
     python experiments/learned_backward.py --scale smoke                  # digits; CPU, minutes
     python experiments/learned_backward.py --scale paper --data-dir DIR   # FashionMNIST (tfds, prepared); GPU
+    python experiments/learned_backward.py --scale paper --dry-run        # its pipeline at a tiny size (seconds)
 
 Writes ``learned_backward_<scale>.json`` (the data and provenance), ``.md`` (its page, rendered by
 ``experiments/report.py``) and ``.png`` (curves) to ``--out``; the meta-training runs (metrics, checkpoints,
@@ -133,6 +134,27 @@ def paper_scale(data_dir: str | None = None) -> Scale:
 
 
 SCALES = ("paper", "smoke")
+
+
+def dry_run_scale(scale: Scale) -> Scale:
+    """``scale``'s datasets, model kinds and stages at a tiny size (seconds on a CPU). Of the held-out tasks only
+    the first and the last are kept (at paper scale: an MLP and a deeper CNN), shrunk like the rest."""
+    family = dataclasses.replace(scale.family, widths=(4,), batch_size=8)
+    names = list(scale.eval_tasks)
+    shrink = lambda kwargs: {**kwargs, "width": max(2, 4 * kwargs["width"] // scale.family.widths[0]), "batch_size": 8}
+    return dataclasses.replace(
+        scale,
+        family=family,
+        eval_tasks={name: shrink(scale.eval_tasks[name]) for name in (names[0], names[-1])},
+        hidden=8,
+        layers=1,
+        unroll=3,
+        num_tasks=2,
+        outer_steps=2,
+        tuning_grid={name: grid[:1] for name, grid in scale.tuning_grid.items()},
+        eval_steps=4,
+        eval_every=2,
+    )
 
 
 def meta_train_backward(scale: Scale, optimizer: str, learning_rate: float, workdir: str, progress: bool):
@@ -286,12 +308,15 @@ def main(argv=None):
     parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
     parser.add_argument("--outer-steps", type=int, help="override the scale's meta-training steps")
     parser.add_argument("--eval-steps", type=int, help="override the scale's held-out steps")
+    parser.add_argument("--dry-run", action="store_true", help="the scale's pipeline at a tiny size (seconds, CPU)")
     args = parser.parse_args(argv)
     scale = paper_scale(args.data_dir) if args.scale == "paper" else smoke_scale()
+    scale = dry_run_scale(scale) if args.dry_run else scale
     overrides = {"outer_steps": args.outer_steps, "eval_steps": args.eval_steps}
     scale = dataclasses.replace(scale, **{k: v for k, v in overrides.items() if v is not None})
     try:
-        report = run(scale, args.scale, args.out, os.path.join(args.workdir, args.scale), not args.no_progress)
+        name = f"{args.scale}_dry_run" if args.dry_run else args.scale
+        report = run(scale, name, args.out, os.path.join(args.workdir, name), not args.no_progress)
     except DatasetUnavailableError as error:
         sys.exit(f"learned_backward --scale {args.scale}: {error}")
     print(report)

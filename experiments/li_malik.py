@@ -10,6 +10,7 @@ iteration, mean ± std over 5 held-out seeds.
 
     python experiments/li_malik.py --scale smoke                  # digits -> digits, mnist1d; CPU, minutes
     python experiments/li_malik.py --scale paper --data-dir DIR   # MNIST -> CIFAR-10, CIFAR-100 (tfds, prepared)
+    python experiments/li_malik.py --scale paper --dry-run        # the paper's pipeline at a tiny size (seconds)
 
 Writes ``li_malik_<scale>.json`` (the data and provenance), ``li_malik_<scale>.md`` (its page, rendered by
 ``experiments/report.py``) and ``li_malik_<scale>.png`` (curves) to ``--out``; meta-training runs (metrics,
@@ -45,6 +46,7 @@ from l2o_jax.tasks import load_dataset
 INPUT_DIMS = 48
 EVAL_SEEDS = tuple(range(1000, 1005))
 TUNING_SEEDS = (0, 1)
+LEARNING_RATES = (1.0, 0.3, 0.1, 0.03, 0.01, 0.003, 0.001)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -62,6 +64,8 @@ class Scale:
     meta_lr: float
     eval_steps: int
     batch_size: int = 128
+    learning_rates: tuple[float, ...] = LEARNING_RATES
+    eval_seeds: tuple[int, ...] = EVAL_SEEDS
 
 
 SCALES = {
@@ -91,7 +95,24 @@ SCALES = {
     ),
 }
 
-LEARNING_RATES = (1.0, 0.3, 0.1, 0.03, 0.01, 0.003, 0.001)
+
+def dry_run_scale(scale: Scale) -> Scale:
+    """``scale``'s datasets and stages at a tiny size: seconds on a CPU, for checking the pipeline end to end."""
+    return dataclasses.replace(
+        scale,
+        hidden=8,
+        unroll=3,
+        es_steps=2,
+        es_pairs=2,
+        reinforce_steps=2,
+        lstm_steps=2,
+        eval_steps=10,
+        batch_size=8,
+        learning_rates=(0.1,),
+        eval_seeds=EVAL_SEEDS[:2],
+    )
+
+
 BASELINES = {"SGD": lambda lr: optax.sgd(lr), "momentum": lambda lr: optax.sgd(lr, momentum=0.9), "Adam": optax.adam}
 
 
@@ -170,10 +191,10 @@ def objective(tx, task, steps: int, seeds, name: str):
     return evaluate(tx, task, steps, seeds, name=name, eval_every=10, split="train")
 
 
-def tune_learning_rate(name: str, task, steps: int) -> float:
+def tune_learning_rate(name: str, task, steps: int, learning_rates=LEARNING_RATES) -> float:
     """The learning rate of a baseline with the lowest mean objective over the run, on ``TUNING_SEEDS``."""
     scores = {}
-    for lr in LEARNING_RATES:
+    for lr in learning_rates:
         curve = objective(BASELINES[name](lr), task, steps, TUNING_SEEDS, name).eval_loss
         scores[lr] = float(np.mean(curve)) if np.all(np.isfinite(curve)) else np.inf
     return min(scores, key=scores.get)
@@ -202,10 +223,12 @@ def plot(results: dict[str, list], path: str) -> None:
     plt.close(fig)
 
 
-def run(scale_name: str, out: str, workdir: str, data_dir: str | None) -> str:
-    """Meta-trains, tunes, evaluates and writes the result's JSON and page (``experiments/report.py``)."""
+def run(scale_name: str, out: str, workdir: str, data_dir: str | None, dry_run: bool = False) -> str:
+    """Meta-trains, tunes, evaluates and writes the result's JSON and page (``experiments/report.py``);
+    ``dry_run`` shrinks the scale (:func:`dry_run_scale`) and names the outputs ``li_malik_<scale>_dry_run.*``."""
     started = time.perf_counter()
-    scale = SCALES[scale_name]
+    scale = dry_run_scale(SCALES[scale_name]) if dry_run else SCALES[scale_name]
+    scale_name = f"{scale_name}_dry_run" if dry_run else scale_name
     train_task = mlp_task(scale.train_dataset, scale, data_dir)
     eval_tasks = {name: mlp_task(name, scale, data_dir) for name in scale.eval_datasets}
     es = AntitheticES(length=scale.unroll, num_pairs=scale.es_pairs, sigma=0.01)
@@ -221,7 +244,7 @@ def run(scale_name: str, out: str, workdir: str, data_dir: str | None) -> str:
     lstm, seconds["LSTM (Andrychowicz, ES)"] = train_policy(
         l2o_jax.LSTML2O(), es, scale.lstm_steps, scale, train_task, os.path.join(workdir, "lstm_es")
     )
-    rates = {name: tune_learning_rate(name, train_task, scale.eval_steps) for name in BASELINES}
+    rates = {name: tune_learning_rate(name, train_task, scale.eval_steps, scale.learning_rates) for name in BASELINES}
     optimizers = {
         "Li & Malik (ES)": li_malik_l2o(trained),
         "Li & Malik (REINFORCE)": li_malik_l2o(reinforced),
@@ -229,7 +252,7 @@ def run(scale_name: str, out: str, workdir: str, data_dir: str | None) -> str:
         **{f"{name} (lr {lr:g})": BASELINES[name](lr) for name, lr in rates.items()},
     }
     results = {
-        task.name: [objective(tx, task, scale.eval_steps, EVAL_SEEDS, name) for name, tx in optimizers.items()]
+        task.name: [objective(tx, task, scale.eval_steps, scale.eval_seeds, name) for name, tx in optimizers.items()]
         for task in eval_tasks.values()
     }
     os.makedirs(out, exist_ok=True)
@@ -266,9 +289,10 @@ def main(argv=None):
     parser.add_argument("--out", default="docs/results")
     parser.add_argument("--workdir", default="runs/li_malik")
     parser.add_argument("--data-dir", default=None, help="tfds data directory (paper scale)")
+    parser.add_argument("--dry-run", action="store_true", help="the scale's pipeline at a tiny size (seconds, CPU)")
     args = parser.parse_args(argv)
     try:
-        print(run(args.scale, args.out, os.path.join(args.workdir, args.scale), args.data_dir))
+        print(run(args.scale, args.out, os.path.join(args.workdir, args.scale), args.data_dir, args.dry_run))
     except DatasetUnavailableError as error:
         sys.exit(f"li_malik --scale {args.scale}: {error}")
 

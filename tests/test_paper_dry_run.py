@@ -1,0 +1,121 @@
+"""Every paper-scale experiment end to end at a tiny size (``--scale paper --dry-run``), through the real tfds
+code path: ``tfds.testing.mock_data`` stands in for the prepared datasets (right shapes, random pixels) and
+the network is switched off."""
+
+import importlib
+import json
+import math
+import os
+import socket
+
+import jax
+import pytest
+import tensorflow_datasets as tfds
+
+from l2o_jax.tasks import datasets
+
+EXPERIMENTS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "experiments")
+PAPER_DRY_RUN = ["--scale", "paper", "--dry-run", "--no-progress"]
+
+
+@pytest.fixture
+def offline_tfds(monkeypatch):
+    """Mock tfds data sources (40 examples per split), no network, loading caches cleared on both sides."""
+
+    def no_network(*args, **kwargs):
+        raise OSError("tests run without a network")
+
+    monkeypatch.setattr(socket.socket, "connect", no_network)
+    datasets._load_cached.cache_clear()
+    with tfds.testing.mock_data(num_examples=40, policy=tfds.testing.MockPolicy.USE_CODE):
+        yield
+    datasets._load_cached.cache_clear()
+
+
+@pytest.fixture
+def scripts(monkeypatch, offline_tfds):
+    """Imports an experiment script by name, compiled without XLA's slow passes (every program runs once)."""
+    monkeypatch.syspath_prepend(EXPERIMENTS)
+    previous = jax.config.values["jax_disable_most_optimizations"]
+    jax.config.update("jax_disable_most_optimizations", True)
+    yield importlib.import_module
+    jax.config.update("jax_disable_most_optimizations", previous)
+
+
+def finite(results):
+    return all(r["finite"] and math.isfinite(r["final_accuracy"]) and math.isfinite(r["final_loss"]) for r in results)
+
+
+def test_replicate_and_generalization_meta_train_on_fashion_mnist_and_judge_on_cifar10(scripts, tmp_path):
+    """Seed 000's protocol: FashionMNIST CNN meta-training, CIFAR10 CNN evaluation; generalization reuses the run.
+    Dry runs here train NG-GNN and tune Adam only (the other optimizers and baselines are the same code path)."""
+    replicate = tmp_path / "replicate"
+    summary = scripts("replicate").main(
+        [*PAPER_DRY_RUN, "--workdir", str(replicate), "--optimizers", "NG-GNN", "--baselines", "adam"]
+    )
+    assert summary["eval_task"].startswith("cifar10/cnn") and summary["eval_input_shape"] == [32, 32, 3]
+    assert summary["dry_run"] and summary["learned"]["NG-GNN"]["outer_step"] in (1, 2)
+    assert [r["name"].split(" ")[0] for r in summary["results"]] == ["NG-GNN", "adam"] and finite(summary["results"])
+    family = json.loads((replicate / "configs.json").read_text())["meta_training"]["NG-GNN"]["task_family"]
+    assert family["datasets"] == ["fashion_mnist"] and family["models"] == ["cnn"] and family["depths"] == [3]
+    for name in ("results.json", "summary.md", "figure1_accuracy.png"):
+        assert (replicate / name).stat().st_size > 0, name
+    assert "input 28x28x1 -> 32x32x3" in (replicate / "summary.md").read_text()
+
+    generalization = tmp_path / "generalization"
+    argv = ["--workdir", str(generalization), "--from-run", str(replicate), "--optimizers", "NG-GNN"]
+    summary = scripts("generalization").main([*PAPER_DRY_RUN, *argv, "--widths", "8", "--depths", "2"])
+    assert summary["learned"]["NG-GNN"]["reused"]
+    assert [(s["width"], s["depth"]) for s in summary["sizes"]] == [(8, 3), (4, 2)]
+    assert all(finite(s["results"]) and math.isfinite(s["advantage_pp"]["NG-GNN"][0]) for s in summary["sizes"])
+    assert (generalization / "figure3_width.png").exists() and (generalization / "figure3_depth.png").exists()
+
+
+def test_improvements_meta_trains_recurrent_gnn_and_gnn_variable(scripts, tmp_path):
+    summary = scripts("improvements").main(
+        [
+            *PAPER_DRY_RUN,
+            "--workdir",
+            str(tmp_path),
+            "--optimizers",
+            "RecurrentGNN",
+            "GNN-variable",
+            "--baselines",
+            "adam",
+        ]
+    )
+    assert summary["eval_input_shape"] == [32, 32, 3] and finite(summary["results"])
+    lengths = json.loads((tmp_path / "configs.json").read_text())["meta_training"]["GNN-variable"]["estimator"]
+    assert len(lengths["lengths"]) == 2  # GNN-variable draws its unroll length
+
+
+def test_li_malik_meta_trains_on_mnist_and_runs_on_cifar10_and_cifar100(scripts, tmp_path):
+    scripts("li_malik").main(
+        ["--scale", "paper", "--dry-run", "--out", str(tmp_path), "--workdir", str(tmp_path / "w")]
+    )
+    data = json.loads((tmp_path / "li_malik_paper_dry_run.json").read_text())
+    assert data["setup"]["train_task"].startswith("mnist")
+    assert [name.split("-")[0].split("/")[0] for name in data["tasks"]] == ["cifar10", "cifar100"]
+    for runs in data["tasks"].values():
+        assert len(runs) == 6 and all(math.isfinite(v) for r in runs for row in r["eval_loss"] for v in row)
+    assert (tmp_path / "li_malik_paper_dry_run.md").exists() and (tmp_path / "li_malik_paper_dry_run.png").exists()
+
+
+def test_learned_backward_meta_trains_on_fashion_mnist_mlps_and_cnns(scripts, tmp_path):
+    argv = ["--scale", "paper", "--dry-run", "--out", str(tmp_path), "--workdir", str(tmp_path / "w")]
+    scripts("learned_backward").main([*argv, "--no-progress"])
+    data = json.loads((tmp_path / "learned_backward_paper_dry_run.json").read_text())
+    assert data["setup"]["train_task"].startswith("fashion_mnist") and len(data["tasks"]) == 2
+    assert all(r["finite"] for runs in data["tasks"].values() for r in runs)
+    assert all(math.isfinite(run["after"]) for run in data["meta_training"].values())
+
+
+def test_amortized_trains_scalegmn_on_a_grey_cifar10_cnn_zoo(scripts, tmp_path):
+    """One architecture and activation of the four (the others are the same stages on other zoos)."""
+    argv = ["--scale", "paper", "--dry-run", "--out", str(tmp_path), "--models", "cnn", "--activations", "relu"]
+    assert scripts("amortized").main(argv) == 0
+    data = json.loads((tmp_path / "results.json").read_text())
+    assert data["dry_run"] and [(b["model"], b["l1"]) for b in data["blocks"]] == [("cnn", 0.0), ("cnn", 1e-4)]
+    assert data["blocks"][0]["zoo"]["config"]["dataset"] == "cifar10_gray"
+    for block in data["blocks"]:
+        assert all(math.isfinite(row["avg_accuracy"]) for row in block["rows"]), block["rows"]
