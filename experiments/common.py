@@ -314,7 +314,7 @@ def held_out_changes(train_data, eval_data) -> str:
 
     Example:
       >>> held_out_changes(load_dataset('digits'), load_dataset('digits'))
-      'The held-out data has the meta-training input shape 8x8x1 and 10 classes.'
+      'The held-out data keeps the meta-training input 8x8x1 and 10 classes'
     """
     shape = lambda data: "x".join(map(str, data.input_shape))
     changes = []
@@ -323,7 +323,7 @@ def held_out_changes(train_data, eval_data) -> str:
     if train_data.num_classes != eval_data.num_classes:
         changes.append(f"{train_data.num_classes} -> {eval_data.num_classes} classes")
     if not changes:
-        return f"The held-out data has the meta-training input shape {shape(eval_data)} and {eval_data.num_classes} classes."
+        return f"The held-out data keeps the meta-training input {shape(eval_data)} and {eval_data.num_classes} classes"
     return (
         f"The held-out data changes {', '.join(changes)} ({train_data.name} -> {eval_data.name}); graph learned "
         "optimizers treat every input and output neuron alike (no per-position embedding), so they apply "
