@@ -117,7 +117,7 @@ def smoke_study() -> HorizonStudy:
         },
         family=TaskFamily(datasets=("digits",), models=("cnn",), widths=(8,), depths=(2,), batch_size=64),
         estimator=long_horizon_estimator(),
-        outer_steps=300,
+        outer_steps=250,
         meta_lr=3e-3,
         checkpoint_every=50,
         meta_seeds=3,

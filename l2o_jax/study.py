@@ -89,7 +89,7 @@ def quickstart_preset() -> StudyConfig:
         GraphL2O(hidden=16, layers=2, features=LONG_HORIZON_FEATURES),
         family,
         long_horizon_estimator(),
-        outer_steps=300,
+        outer_steps=250,
         meta_lr=3e-3,
         checkpoint_every=50,
     )

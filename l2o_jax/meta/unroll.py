@@ -16,7 +16,7 @@ import optax
 
 from l2o_jax.optimizers import MetaParams
 
-META_LOSSES = ("mean", "log_mean", "final", "validation", "log_validation")
+META_LOSSES = ("mean", "log_mean", "final", "validation", "log_validation", "log_mean_validation")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -93,7 +93,10 @@ def _inner_step(meta_params: MetaParams, task, config: UnrollConfig):
         loss, grads = value_and_grad(state.params, task.sample_batch(batch_key))
         updates, opt_state = tx.update(grads, state.opt_state, state.params, value=loss)
         params = optax.apply_updates(state.params, updates)
-        return InnerState(params, opt_state, state.step + 1, key), loss
+        validation = jnp.zeros([], loss.dtype)
+        if config.meta_loss == "log_mean_validation":
+            validation = task.loss(params, task.sample_batch(jax.random.fold_in(batch_key, 1), "validation"))
+        return InnerState(params, opt_state, state.step + 1, key), (loss, validation)
 
     return jax.checkpoint(step) if config.remat else step
 
@@ -116,11 +119,13 @@ def unroll(
     Example:
       >>> loss, (state, losses) = unroll(meta_params, task, init_inner_state(meta_params, task, key), 100)
     """
-    final, losses = jax.lax.scan(_inner_step(meta_params, task, config), state, None, length=length)
-    return _score(losses, final, task, config), (final, losses)
+    final, (losses, validation) = jax.lax.scan(_inner_step(meta_params, task, config), state, None, length=length)
+    return _score(losses, validation, final, task, config), (final, losses)
 
 
-def _score(losses, final: InnerState, task, config: UnrollConfig) -> jax.Array:
+def _score(losses, validation, final: InnerState, task, config: UnrollConfig) -> jax.Array:
+    if config.meta_loss == "log_mean_validation":
+        return jnp.log(validation.mean())
     if config.meta_loss == "mean":
         return losses.mean()
     if config.meta_loss == "log_mean":
