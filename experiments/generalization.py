@@ -21,6 +21,7 @@ from common import closing_sections
 from common import command_line
 from common import configure
 from common import describe
+from common import held_out_changes
 from common import prepare_run
 from common import write_summary
 
@@ -111,6 +112,7 @@ def main(argv: list[str] | None = None) -> dict:
     paragraphs = [
         f"`{command_line('generalization.py', argv)}`",
         describe(args.scale, protocol),
+        held_out_changes(image_task(**protocol.selection_task).data, image_task(**protocol.eval_task).data),
         f"## Width (depth {train_depth}; meta-trained at width {train_width})",
         advantage_table(by_size, names, "width", widths),
         f"![width]({os.path.basename(figures[0])})",
