@@ -10,10 +10,11 @@ negative objective at every step. Two families of model-free policy search train
   score ``∇ log π(Δx_t | history)`` by the objective still to come, minus a leave-one-out baseline over
   rollouts that share the optimizee's initialisation and batches.
 
-Li & Malik (2017) used guided policy search instead; ``l2o_jax.optimizers.li_malik`` says why we do not. All
-three estimators have the ``init`` / ``estimate`` interface of ``l2o_jax.meta.estimators``, so
+Li & Malik (2017) used guided policy search, which ``l2o_jax.gps.GuidedPolicySearch`` implements (registered
+here as ``"gps"``): it fits local linear-Gaussian models and regresses the policy onto their controllers. All
+four estimators have the ``init`` / ``estimate`` interface of ``l2o_jax.meta.estimators``, so
 ``l2o_jax.meta.meta_train`` runs any of them, and report the *loss* (the mean objective, i.e. minus the mean
-reward) and its gradient.
+reward) and a descent direction: its gradient, or for GPS the gradient of the policy's KL to the controllers.
 
 Example:
   >>> from l2o_jax.meta import MetaTrainConfig, meta_train
@@ -29,6 +30,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from l2o_jax.gps import GuidedPolicySearch
 from l2o_jax.meta.estimators import PES
 from l2o_jax.meta.estimators import AntitheticES
 from l2o_jax.meta.unroll import fresh_unroll_loss
@@ -142,7 +144,7 @@ class Reinforce:
 
 
 #: The policy-search estimators by name; all share the ``init`` / ``estimate`` interface.
-POLICY_SEARCH_ESTIMATORS = {"es": AntitheticES, "pes": PES, "reinforce": Reinforce}
+POLICY_SEARCH_ESTIMATORS = {"es": AntitheticES, "pes": PES, "reinforce": Reinforce, "gps": GuidedPolicySearch}
 
 
 def expected_reward(meta_params: MetaParams, task, keys: jax.Array, length: int, *, sample: bool = False) -> jax.Array:

@@ -17,10 +17,10 @@ steps.
 Training (``l2o_jax.policy_search``): the reward is the negative objective along the trajectory. The paper uses
 guided policy search (GPS), which alternates trajectory optimisation under fitted local linear-Gaussian dynamics
 with supervised regression of the policy; its cost is cubic in the state dimension, which is why the paper needs
-a convolutional variant over groups of coordinates. We use model-free policy search instead: ES and PES over the
-policy's parameters (``l2o_jax.meta.estimators``) and REINFORCE with a baseline over its Gaussian actions
-(``l2o_jax.policy_search.Reinforce``). They need only rollouts, cost linear in the number of coordinates, share
-the toolkit's estimator interface, and PES is unbiased over long horizons, which GPS's local models are not.
+a convolutional variant with dynamics shared across coordinates: ``l2o_jax.gps.GuidedPolicySearch``. The
+model-free alternatives are ES and PES over the policy's parameters (``l2o_jax.meta.estimators``) and REINFORCE
+with a baseline over its Gaussian actions (``l2o_jax.policy_search.Reinforce``). They need only rollouts, and PES
+is unbiased over long horizons, which GPS's local models are not. All four share the estimator interface.
 
 References:
   Li and Malik, Learning to optimize neural nets, arXiv:1703.00441, 2017.
