@@ -127,7 +127,7 @@ def test_natural_layer_order_for_nnx_lists():
 def test_explicit_order_and_chaining_error():
     params = {"b": {"kernel": jnp.ones((3, 4))}, "a": {"kernel": jnp.ones((4, 2))}}
     with pytest.raises(ValueError, match="a"):
-        graphs.graph_spec(params)
+        graphs.graph_spec(params, strict=True)
     spec = graphs.graph_spec(params, order=["b", "a"])
     assert spec.widths == (3, 4, 2)
 
@@ -143,7 +143,7 @@ def test_explicit_order_and_chaining_error():
 )
 def test_unsupported_parameters_name_the_path(params, match):
     with pytest.raises(ValueError, match=match):
-        graphs.graph_spec(params)
+        graphs.graph_spec(params, strict=True)
 
 
 @pytest.mark.parametrize("name", ["mlp", "mixed_cnn", "conv1d", "nnx_mlp"])

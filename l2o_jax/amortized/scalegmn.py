@@ -114,7 +114,7 @@ class ScaleGMN:
 
     def spec(self, params) -> GraphSpec:
         """The neural graph of ``params`` as this metanetwork reads it."""
-        spec = graph_spec(params, activations=self.activation, window=self.window)
+        spec = graph_spec(params, activations=self.activation, window=self.window, strict=True)
         io_sizes = (spec.widths[0], spec.widths[-1])
         if self.positional and self.io_sizes is not None and io_sizes != self.io_sizes:
             raise ValueError(
@@ -159,7 +159,7 @@ class ScaleGMN:
                 )
             # A stand-in with the same inputs and outputs, read with the same window: the same meta-parameter shapes.
             params = tiny_mlp_params(*self.io_sizes)
-        spec = graph_spec(params, window=self.window)
+        spec = graph_spec(params, window=self.window, strict=True)
         config = dataclasses.replace(self, window=spec.window, io_sizes=(spec.widths[0], spec.widths[-1]))
         structure = config.structure(spec)
         edges, nodes = tree_to_graph_arrays(params, spec)

@@ -133,7 +133,7 @@ class Zoo:
     @property
     def spec(self) -> GraphSpec:
         """The members' neural graph."""
-        return graph_spec(self.member(0), activations=self.activations)
+        return graph_spec(self.member(0), activations=self.activations, strict=True)
 
     def member(self, i: int):
         """The parameters of member ``i`` (position in this zoo, not the original index)."""

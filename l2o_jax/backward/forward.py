@@ -37,7 +37,7 @@ def network_spec(model: nn.Module, params) -> GraphSpec:
     Example:
       >>> spec = network_spec(task.model, task.init(jax.random.key(0)))
     """
-    shapes_only = graph_spec(params)
+    shapes_only = graph_spec(params, strict=True)
     kinds = ("dense",) * len(model.hidden) if isinstance(model, MLPClassifier) else ("conv",) * model.depth
     kinds += ("dense",)
     for i, layer in enumerate(shapes_only.layers):
@@ -55,7 +55,7 @@ def network_spec(model: nn.Module, params) -> GraphSpec:
             f"{shapes_only.layers[-1].name}: {_describe(model)} has {len(kinds)} layers, the parameters only "
             f"{len(shapes_only.layers)}."
         )
-    return graph_spec(params, activations=layer_activations(model))
+    return graph_spec(params, activations=layer_activations(model), strict=True)
 
 
 def _describe(model: nn.Module) -> str:

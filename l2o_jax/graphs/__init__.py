@@ -11,6 +11,7 @@ from l2o_jax.graphs.convert import graph_to_params
 from l2o_jax.graphs.convert import params_to_graph
 from l2o_jax.graphs.convert import stack_trees
 from l2o_jax.graphs.convert import tree_to_graph_arrays
+from l2o_jax.graphs.convert import unplaced_values
 from l2o_jax.graphs.forward import Tape
 from l2o_jax.graphs.forward import apply_layer
 from l2o_jax.graphs.forward import conv_implementation
@@ -24,6 +25,7 @@ from l2o_jax.graphs.spec import ROLE_INPUT
 from l2o_jax.graphs.spec import ROLE_OUTPUT
 from l2o_jax.graphs.spec import GraphSpec
 from l2o_jax.graphs.spec import LayerSpec
+from l2o_jax.graphs.spec import UnplacedParametersWarning
 from l2o_jax.graphs.spec import graph_spec
 from l2o_jax.graphs.symmetry import edge_permutation
 from l2o_jax.graphs.symmetry import node_permutation
@@ -40,6 +42,7 @@ __all__ = [
     "GraphSpec",
     "LayerSpec",
     "Tape",
+    "UnplacedParametersWarning",
     "apply_layer",
     "batch_graphs",
     "conv_implementation",
@@ -56,4 +59,5 @@ __all__ = [
     "shifted_matmul_conv",
     "stack_trees",
     "tree_to_graph_arrays",
+    "unplaced_values",
 ]

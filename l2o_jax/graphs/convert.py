@@ -77,16 +77,39 @@ def tree_to_graph_arrays(tree, spec: GraphSpec) -> tuple[jax.Array, jax.Array]:
     return jnp.concatenate(edge_blocks), jnp.concatenate(node_blocks)
 
 
-def graph_to_params(edge_values: jax.Array, node_values: jax.Array, spec: GraphSpec):
+def unplaced_values(tree, spec: GraphSpec) -> jax.Array:
+    """The leaves the graph does not place (``spec.unplaced``), flattened in leaf order into one array.
+
+    Args:
+      tree: as for ``tree_to_graph_arrays``.
+      spec: the architecture's ``GraphSpec``.
+
+    Returns:
+      ``(spec.unplaced_size[, C])``; empty when every parameter is in the graph.
+
+    Example:
+      >>> spec = graph_spec(params)              # params with a LayerNorm
+      >>> unplaced_values(params, spec).shape    # (2 * features,): its scale and bias
+    """
+    leaves = _check_structure(tree, spec)
+    extra = leaves[spec.layers[0].kernel_leaf].shape[-1:] if _has_channels(leaves, spec) else ()
+    dtype = jnp.result_type(*[leaves[l.kernel_leaf] for l in spec.layers])
+    parts = [leaves[i].reshape((-1,) + extra).astype(dtype) for i in spec.unplaced]
+    return jnp.concatenate(parts) if parts else jnp.zeros((0,) + extra, dtype)
+
+
+def graph_to_params(edge_values: jax.Array, node_values: jax.Array, spec: GraphSpec, unplaced=None):
     """Maps edge/node values back to a pytree with the parameters' structure and dtypes.
 
-    The exact inverse of ``tree_to_graph_arrays`` on the real (unpadded) kernel cells; values written to
-    padding cells and to input neurons are dropped.
+    The exact inverse of ``tree_to_graph_arrays`` (and ``unplaced_values``) on the real (unpadded) kernel
+    cells; values written to padding cells and to input neurons are dropped.
 
     Args:
       edge_values: ``(n_edge, kernel_size[, C])``.
       node_values: ``(n_node[, C])``.
       spec: the architecture's ``GraphSpec``.
+      unplaced: ``(spec.unplaced_size[, C])`` values of the parameters outside the graph; needed when the
+        spec has any.
 
     Returns:
       A pytree like the parameters (leaves get the trailing ``C`` axis when the inputs have it).
@@ -99,6 +122,12 @@ def graph_to_params(edge_values: jax.Array, node_values: jax.Array, spec: GraphS
         raise ValueError(
             f"graph_to_params: got edges {edge_values.shape} and nodes {node_values.shape}, expected "
             f"({spec.n_edge}, {spec.kernel_size}, ...) and ({spec.n_node}, ...) for {spec}."
+        )
+    if spec.unplaced and (unplaced is None or unplaced.shape != (spec.unplaced_size,) + extra):
+        got = None if unplaced is None else unplaced.shape
+        raise ValueError(
+            f"graph_to_params: {spec} leaves {spec.unplaced_paths} outside the graph; pass their values as "
+            f"unplaced= of shape {(spec.unplaced_size,) + extra}, got {got}."
         )
     kh, kw = spec.window
     leaves = [None] * len(spec.leaf_shapes)
@@ -114,6 +143,11 @@ def graph_to_params(edge_values: jax.Array, node_values: jax.Array, spec: GraphS
         if layer.bias_leaf is not None:
             bias = node_values[node_off[l + 1] : node_off[l + 2]]
             leaves[layer.bias_leaf] = bias.astype(spec.leaf_dtypes[layer.bias_leaf])
+    start = 0
+    for i in spec.unplaced:
+        size = int(np.prod(spec.leaf_shapes[i]))
+        leaves[i] = unplaced[start : start + size].reshape(spec.leaf_shapes[i] + extra).astype(spec.leaf_dtypes[i])
+        start += size
     return jax.tree_util.tree_unflatten(spec.treedef, leaves)
 
 

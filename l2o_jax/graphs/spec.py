@@ -3,12 +3,19 @@
 A feed-forward MLP or CNN with layer widths d_0 (inputs), d_1, ..., d_L becomes a graph with one node per
 neuron (input neurons included, conv channels as neurons) and one edge per (input neuron, output neuron)
 pair of each layer. Everything here is numpy, computed at trace time; nothing runs per step.
+
+Parameters of any other model (normalisation scales, embeddings, attention projections, layers that do not
+chain) are *unplaced*: the spec lists them and learned optimizers step them as coordinates without message
+passing, after a warning (``UnplacedParametersWarning``); ``strict=True`` refuses them instead. The graph is
+read from parameter shapes and names only: a residual connection is not seen (chained Dense/Conv layers are
+read as a sequential network), since nothing here reads the model's computation yet.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import re
+import warnings
 from typing import Any
 from typing import Sequence
 
@@ -20,6 +27,13 @@ ROLE_INPUT, ROLE_HIDDEN, ROLE_OUTPUT = 0, 1, 2
 #: Activation categories understood by the meta-networks (index = category id).
 ACTIVATION_CATEGORIES = ("linear", "relu", "tanh", "gelu", "sigmoid", "swish", "other")
 LAYER_KINDS = ("dense", "conv")
+#: Names Flax's attention modules give their projections; their 3-D kernels are not 1-D convolutions.
+ATTENTION_PROJECTIONS = ("query", "key", "value", "out")
+
+
+class UnplacedParametersWarning(UserWarning):
+    """Some parameters are not part of the neural graph; learned optimizers step them as coordinates without
+    message passing. Pass ``strict=True`` to ``graph_spec`` or a graph optimizer's factory to refuse them."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -71,6 +85,8 @@ class GraphSpec:
       edge_layer: ``int32[n_edge]`` layer index (1-based like the receiving neurons).
       edge_kind: ``int32[n_edge]`` index into LAYER_KINDS.
       kernel_mask: ``bool[n_layers, kernel_size]`` which window cells hold real kernel values per layer.
+      unplaced: indices (among the flattened leaves) of the parameters that are not part of the graph, in
+        leaf order; ``unplaced_values`` / ``graph_to_params`` carry them as one ``(unplaced_size,)`` vector.
     """
 
     layers: tuple[LayerSpec, ...]
@@ -88,6 +104,7 @@ class GraphSpec:
     edge_layer: np.ndarray
     edge_kind: np.ndarray
     kernel_mask: np.ndarray
+    unplaced: tuple[int, ...] = ()
 
     @property
     def widths(self) -> tuple[int, ...]:
@@ -123,13 +140,23 @@ class GraphSpec:
         return self.kernel_mask[self.edge_layer - 1]
 
     @property
+    def unplaced_size(self) -> int:
+        """Number of scalar parameters outside the graph."""
+        return int(sum(np.prod(self.leaf_shapes[i]) for i in self.unplaced))
+
+    @property
+    def unplaced_paths(self) -> tuple[str, ...]:
+        """Paths of the parameters outside the graph, e.g. ``('params/LayerNorm_0/scale', ...)``."""
+        return tuple(path_to_str(self.leaf_paths[i]) for i in self.unplaced)
+
+    @property
     def num_params(self) -> int:
         return int(sum(np.prod(s) for s in self.leaf_shapes))
 
     def __repr__(self) -> str:
         return (
             f"GraphSpec(widths={self.widths}, n_node={self.n_node}, n_edge={self.n_edge}, "
-            f"window={self.window}, layers={[layer.name for layer in self.layers]})"
+            f"window={self.window}, layers={[layer.name for layer in self.layers]}, unplaced={len(self.unplaced)})"
         )
 
 
@@ -165,27 +192,48 @@ def _category(activation: str) -> int:
     return ACTIVATION_CATEGORIES.index(name) if name in ACTIVATION_CATEGORIES else len(ACTIVATION_CATEGORIES) - 1
 
 
-def _group_layers(paths: list[tuple], shapes: list[tuple]) -> dict[tuple, dict[str, int]]:
-    """Group leaves into layers by their parent path; every layer needs a 'kernel' leaf."""
+def _reject(unplaced: dict[int, str], leaves, message: str, strict: bool) -> None:
+    """Leaves the graph cannot place: today's clear error under ``strict``, else recorded with the reason."""
+    if strict:
+        raise ValueError(message)
+    for leaf in leaves:
+        unplaced.setdefault(leaf, message)
+
+
+def _group_layers(paths: list[tuple], shapes: list[tuple], unplaced: dict, strict: bool) -> dict[tuple, dict]:
+    """Group 'kernel' / 'bias' leaves into layers by their parent path; every layer needs a kernel."""
     groups: dict[tuple, dict[str, int]] = {}
     for i, (path, shape) in enumerate(zip(paths, shapes)):
         leaf = path[-1]
         if leaf not in ("kernel", "bias"):
-            raise ValueError(
+            message = (
                 f"graph_spec: unsupported parameter {path_to_str(path)!r} with shape {shape}: only 'kernel' and "
                 "'bias' leaves of Dense/Conv layers can be read (normalisation scales, embeddings and the like "
                 "are not part of a neural graph)."
             )
+            _reject(unplaced, [i], message, strict)
+            continue
         groups.setdefault(path[:-1], {})[leaf] = i
-    for parent, leaves in groups.items():
+    for parent, leaves in list(groups.items()):
         if "kernel" not in leaves:
-            raise ValueError(f"graph_spec: layer {path_to_str(parent)!r} has a bias but no kernel.")
+            _reject(
+                unplaced,
+                leaves.values(),
+                f"graph_spec: layer {path_to_str(parent)!r} has a bias but no kernel.",
+                strict,
+            )
+            del groups[parent]
     return groups
 
 
 def _layer_from_shapes(parent: tuple, leaves: dict[str, int], shapes: list[tuple], activation: str) -> LayerSpec:
     kernel_shape = shapes[leaves["kernel"]]
     where = path_to_str(parent + ("kernel",))
+    if len(kernel_shape) == 3 and parent and parent[-1] in ATTENTION_PROJECTIONS:
+        raise ValueError(
+            f"graph_spec: kernel {where!r} of shape {kernel_shape} is a multi-head attention projection; attention "
+            "is not part of the neural graph yet."
+        )
     if len(kernel_shape) == 2:
         kind, spatial = "dense", ()
     elif len(kernel_shape) in (3, 4):
@@ -247,6 +295,10 @@ def _kernel_mask(layer: LayerSpec, window: tuple[int, int]) -> np.ndarray:
     return mask.reshape(-1)
 
 
+def _chains(prev: LayerSpec, layer: LayerSpec) -> bool:
+    return prev.fan_out == layer.fan_in and not (prev.kind == "dense" and layer.kind == "conv")
+
+
 def _check_chaining(layers: Sequence[LayerSpec]) -> None:
     for prev, layer in zip(layers, layers[1:]):
         if prev.fan_out != layer.fan_in:
@@ -262,23 +314,81 @@ def _check_chaining(layers: Sequence[LayerSpec]) -> None:
             )
 
 
-def _order_layers(groups: dict, order) -> list[tuple]:
+def _order_layers(groups: dict, order, unplaced: dict, strict: bool) -> list[tuple]:
     if order is None:
         return sorted(groups, key=_natural_key)
     by_name = {path_to_str(p): p for p in groups}
     wanted = [path_to_str(o) if not isinstance(o, str) else o for o in order]
     unknown = [w for w in wanted if w not in by_name]
     missing = [n for n in by_name if n not in wanted]
-    if unknown or missing:
+    if unknown or (missing and strict):
         raise ValueError(
             f"graph_spec: order= names unknown layers {unknown} and leaves out {missing}; "
             f"the layers are {sorted(by_name)}."
         )
+    for name in missing:
+        _reject(unplaced, groups[by_name[name]].values(), f"graph_spec: layer {name!r} is not named in order=.", strict)
     return [by_name[w] for w in wanted]
 
 
-def graph_spec(params, *, activations=None, order=None, window=None) -> GraphSpec:
-    """Infers the neural graph of an MLP or CNN from its parameter pytree.
+def _place_layers(ordered: list[tuple], groups: dict, shapes: list[tuple], unplaced: dict, strict: bool) -> list:
+    """The layers that chain into a feed-forward graph; each other layer is rejected whole.
+
+    Under ``strict`` every layer must chain with the one before it. Otherwise the chain (in ``order``) with the
+    most kernel parameters wins, so a stray layer (an attention projection whose 3-D kernel reads as a 1-D
+    conv, a layer off the main path) is left out rather than cutting the network short.
+    """
+    candidates = []
+    for parent in ordered:
+        try:
+            candidates.append(_layer_from_shapes(parent, groups[parent], shapes, "linear"))
+        except ValueError as error:
+            _reject(unplaced, groups[parent].values(), str(error), strict)
+    if strict:
+        _check_chaining(candidates)
+        return candidates
+    chain = _heaviest_chain(candidates, shapes)
+    for layer in candidates:
+        if layer not in chain:
+            message = f"graph_spec: layer {layer.name!r} is not on the longest chain of Dense/Conv layers."
+            _reject(unplaced, groups[layer.path].values(), message, strict)
+    return chain
+
+
+def _heaviest_chain(layers: list[LayerSpec], shapes: list[tuple]) -> list[LayerSpec]:
+    """The subsequence of ``layers`` in which each layer feeds the next, with the most kernel parameters."""
+    size = [int(np.prod(shapes[layer.kernel_leaf])) for layer in layers]
+    best, previous = list(size), [None] * len(layers)
+    for i, layer in enumerate(layers):
+        for j in range(i):
+            if _chains(layers[j], layer) and best[j] + size[i] > best[i]:
+                best[i], previous[i] = best[j] + size[i], j
+    chain, i = [], int(np.argmax(best)) if layers else None
+    while i is not None:
+        chain.append(layers[i])
+        i = previous[i]
+    return chain[::-1]
+
+
+def _warn_unplaced(unplaced: dict[int, str], paths: list[tuple]) -> None:
+    names = ", ".join(repr(path_to_str(paths[i])) for i in sorted(unplaced))
+    warnings.warn(
+        f"graph_spec: {len(unplaced)} parameter(s) are not part of the neural graph and are stepped as coordinates "
+        f"without message passing (the per-parameter encoder and decoder, global features and the mean graph "
+        f"state only): {names}. Pass strict=True to refuse them instead.",
+        UnplacedParametersWarning,
+        stacklevel=3,
+    )
+
+
+def graph_spec(params, *, activations=None, order=None, window=None, strict=False) -> GraphSpec:
+    """Infers the neural graph of an MLP or CNN from its parameter pytree; other parameters stay outside it.
+
+    The Dense/Conv layers (``kernel`` and ``bias`` leaves) are read in ``order`` and chained (each layer's inputs
+    are the previous one's outputs). Layers off the chain with the most kernel parameters, and every other
+    parameter (``LayerNorm`` scales, ``Embed`` tables, attention projections, ...), are *unplaced*: listed in
+    ``GraphSpec.unplaced`` and named in one ``UnplacedParametersWarning``. Residual connections are not read:
+    the placed layers are treated as a sequential network.
 
     Args:
       params: Flax Linen variables (``{'params': {'Dense_0': {'kernel', 'bias'}, ...}}``), a Flax NNX
@@ -290,19 +400,24 @@ def graph_spec(params, *, activations=None, order=None, window=None) -> GraphSpe
         order of the paths (``Dense_2`` before ``Dense_10``), checked by shape chaining.
       window: 2-D ``(h, w)`` window conv kernels are padded to; default the largest kernel in the network.
         Fix it to make networks with different kernel sizes share edge-feature shapes.
+      strict: raise a ValueError naming the first parameter that cannot be placed instead of warning.
 
     Returns:
       The static ``GraphSpec``.
 
     Raises:
-      ValueError: naming the parameter path, for leaves other than kernel/bias, kernels that are neither
-        dense nor 1-D/2-D conv, biases that do not fit their kernel, or layers that do not chain.
+      ValueError: when no Dense/Conv layer can be placed, or ``order`` names unknown layers; with ``strict``,
+        naming the parameter path, for leaves other than kernel/bias, kernels that are neither dense nor
+        1-D/2-D conv, biases that do not fit their kernel, or layers that do not chain.
 
     Example:
       >>> import jax, flax.linen as nn
       >>> params = nn.Dense(3).init(jax.random.key(0), jax.numpy.ones((1, 4)))
       >>> graph_spec(params).widths
       (4, 3)
+      >>> params = nn.Sequential([nn.Dense(3), nn.LayerNorm()]).init(jax.random.key(0), jax.numpy.ones((1, 4)))
+      >>> graph_spec(params).unplaced_paths   # with an UnplacedParametersWarning
+      ('params/layers_1/bias', 'params/layers_1/scale')
     """
     flat, treedef = jax.tree_util.tree_flatten_with_path(params)
     if not flat:
@@ -310,16 +425,23 @@ def graph_spec(params, *, activations=None, order=None, window=None) -> GraphSpe
     paths = [_strip_variable_value(tuple(_key_name(k) for k in path)) for path, _ in flat]
     shapes = [tuple(int(d) for d in leaf.shape) for _, leaf in flat]
     dtypes = tuple(np.dtype(leaf.dtype) for _, leaf in flat)
-    groups = _group_layers(paths, shapes)
-    ordered = _order_layers(groups, order)
-    names = _resolve_activations(activations, len(ordered))
-    layers = tuple(_layer_from_shapes(p, groups[p], shapes, a) for p, a in zip(ordered, names))
-    _check_chaining(layers)
+    unplaced: dict[int, str] = {}
+    groups = _group_layers(paths, shapes, unplaced, strict)
+    layers = _place_layers(_order_layers(groups, order, unplaced, strict), groups, shapes, unplaced, strict)
+    if not layers:
+        raise ValueError(
+            f"graph_spec: no Dense/Conv layer to build a neural graph from; the parameters are "
+            f"{[path_to_str(p) for p in paths]}."
+        )
+    names = _resolve_activations(activations, len(layers))
+    layers = tuple(dataclasses.replace(layer, activation=a) for layer, a in zip(layers, names))
+    if unplaced:
+        _warn_unplaced(unplaced, paths)
     window = _window(layers, window)
-    return _build_spec(layers, treedef, tuple(shapes), dtypes, tuple(paths), window)
+    return _build_spec(layers, treedef, tuple(shapes), dtypes, tuple(paths), window, tuple(sorted(unplaced)))
 
 
-def _build_spec(layers, treedef, shapes, dtypes, paths, window) -> GraphSpec:
+def _build_spec(layers, treedef, shapes, dtypes, paths, window, unplaced) -> GraphSpec:
     widths = (layers[0].fan_in,) + tuple(layer.fan_out for layer in layers)
     offsets = np.concatenate([[0], np.cumsum(widths)])
     n_layers = len(layers)
@@ -357,4 +479,5 @@ def _build_spec(layers, treedef, shapes, dtypes, paths, window) -> GraphSpec:
         edge_layer=as_i32(edge_layer),
         edge_kind=as_i32(edge_kind),
         kernel_mask=np.stack([_kernel_mask(layer, window) for layer in layers]),
+        unplaced=unplaced,
     )

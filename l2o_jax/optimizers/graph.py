@@ -16,6 +16,13 @@ embeddings of the first ``N`` input and output neurons (later ones share the las
 never reached then keep their random initial embedding, so use it only when evaluation keeps the meta-training
 inputs and classes.
 
+Parameters the neural graph cannot place (``LayerNorm`` scales, ``Embed`` tables, attention projections; see
+``l2o_jax.graphs.graph_spec``) are stepped as coordinates without message passing: the same cell encoder,
+edge decoder and output head as a kernel cell, with the globals and the mean final node state where an edge's
+state would be. They add no meta-parameters, so saved meta-parameters serve such models unchanged, and MLPs
+and CNNs step exactly as before. A warning names them once; ``strict=True`` refuses them. Residual connections
+are not read yet: a ResNet's convolutions are seen as one sequential chain.
+
 With ``probes=ProbeConfig(...)``, learned probe inputs run through the optimizee every step and each neuron's
 activations join its node features (Kofinas et al.); the probes are meta-parameters (``arrays['probes']``).
 
@@ -94,7 +101,8 @@ class GraphNet(nn.Module):
         if probes is not None:
             node_x = jnp.concatenate([node_x, probes.astype(node_x.dtype)], -1)
         d = self.hidden
-        cells = MLP((d,), final_activation=True, name="cell_encoder")(edge_x)  # (E, K, d)
+        cell_encoder = MLP((d,), final_activation=True, name="cell_encoder")
+        cells = cell_encoder(edge_x)  # (E, K, d)
         mask = jnp.asarray(spec.edge_kernel_mask, cells.dtype)[..., None]
         edges = (cells * mask).sum(1) / mask.sum(1)
         edges = edges + nn.Embed(len(graphs.LAYER_KINDS), d, name="edge_kind")(spec.edge_kind)
@@ -109,15 +117,21 @@ class GraphNet(nn.Module):
             nodes = nodes + nn.Embed(2 * self.max_io_positions + 1, d, name="io_position")(ids)
         g = nn.Dense(d, name="globals")(glob)
         nodes, edges = self._body()(nodes + g, edges + g, spec.senders, spec.receivers)
+        edge_decoder = MLP((d,), final_activation=True, name="edge_decoder")
+        edge_output = output_head(2, self.output, "edge_output")
         edge_in = jnp.concatenate([jnp.broadcast_to(edges[:, None], cells.shape), cells], -1)
-        edge_out = output_head(2, self.output, "edge_output")(
-            MLP((d,), final_activation=True, name="edge_decoder")(edge_in)
-        )
+        edge_out = edge_output(edge_decoder(edge_in))
         node_in = jnp.concatenate([nodes, node_enc], -1)
         node_out = output_head(2, self.output, "node_output")(
             MLP((d,), final_activation=True, name="node_decoder")(node_in)
         )
-        return graphs.graph_to_params(edge_out, node_out, _float_spec(spec)), recurrent
+        unplaced_out = None
+        if spec.unplaced:
+            # Coordinates outside the graph: decoded like a kernel cell, with the graph's mean state as context.
+            unplaced = cell_encoder(graphs.unplaced_values(feats, spec))  # (F, d)
+            context = jnp.broadcast_to(nodes.mean(0) + g, unplaced.shape)
+            unplaced_out = edge_output(edge_decoder(jnp.concatenate([context, unplaced], -1)))
+        return graphs.graph_to_params(edge_out, node_out, _float_spec(spec), unplaced_out), recurrent
 
     def _body(self) -> nn.Module:
         if self.body == "pna":
@@ -154,8 +168,14 @@ class _GraphFamily(LearnedOptimizer):
             self.output,
         )
 
-    def architecture_spec(self, params, activations=None, order=None) -> graphs.GraphSpec:
-        return graphs.graph_spec(params, activations=activations, order=order)
+    def architecture_spec(self, params, activations=None, order=None, strict=False) -> graphs.GraphSpec:
+        spec = graphs.graph_spec(params, activations=activations, order=order, strict=strict)
+        if self.probes is not None and spec.unplaced:
+            raise ValueError(
+                f"probe features run the optimizee's forward pass through its neural graph, and parameters "
+                f"{list(spec.unplaced_paths)} are not part of it; use meta-parameters without probes for this model."
+            )
+        return spec
 
     def extra_arrays(self, key: jax.Array) -> dict:
         if self.probes is None:
@@ -177,7 +197,7 @@ class _GraphFamily(LearnedOptimizer):
           meta_params: this family's meta-parameters.
           apply_fn: optional ``apply_fn(params, inputs) -> outputs`` of the optimizee (e.g. ``model.apply``);
             needs probes. ``init`` then checks, outside ``jit``, that it computes what the probes run through.
-          **options: ``activations=``, ``order=`` as in ``l2o_jax.graphs.graph_spec``.
+          **options: ``activations=``, ``order=``, ``strict=`` as in ``l2o_jax.graphs.graph_spec``.
 
         Example:
           >>> tx = GraphL2O(probes=ProbeConfig(8, (8, 8, 1))).init(key).transform(apply_fn=model.apply)
@@ -268,7 +288,7 @@ class RecurrentGraphL2O(_GraphFamily):
 
 
 def graph_l2o(
-    meta_params: MetaParams, *, activations=None, order=None, apply_fn=None
+    meta_params: MetaParams, *, activations=None, order=None, apply_fn=None, strict=False
 ) -> optax.GradientTransformationExtraArgs:
     """NG-GNN as an optax transformation.
 
@@ -293,11 +313,12 @@ def graph_l2o(
       >>> updates, state = tx.update(grads, state, params, value=loss)
       >>> params = optax.apply_updates(params, updates)
     """
-    return check_meta_params(meta_params, GraphL2O).transform(activations=activations, order=order, apply_fn=apply_fn)
+    meta_params = check_meta_params(meta_params, GraphL2O)
+    return meta_params.transform(activations=activations, order=order, apply_fn=apply_fn, strict=strict)
 
 
 def transformer_l2o(
-    meta_params: MetaParams, *, activations=None, order=None, apply_fn=None
+    meta_params: MetaParams, *, activations=None, order=None, apply_fn=None, strict=False
 ) -> optax.GradientTransformationExtraArgs:
     """NG-T (relational transformer over the neural graph) as an optax transformation; see ``graph_l2o``.
 
@@ -305,11 +326,11 @@ def transformer_l2o(
       >>> tx = transformer_l2o(TransformerL2O().init(jax.random.key(0)))
     """
     meta_params = check_meta_params(meta_params, TransformerL2O)
-    return meta_params.transform(activations=activations, order=order, apply_fn=apply_fn)
+    return meta_params.transform(activations=activations, order=order, apply_fn=apply_fn, strict=strict)
 
 
 def recurrent_graph_l2o(
-    meta_params: MetaParams, *, activations=None, order=None, apply_fn=None
+    meta_params: MetaParams, *, activations=None, order=None, apply_fn=None, strict=False
 ) -> optax.GradientTransformationExtraArgs:
     """RecurrentGNN as an optax transformation; see ``graph_l2o``.
 
@@ -317,4 +338,4 @@ def recurrent_graph_l2o(
       >>> tx = recurrent_graph_l2o(RecurrentGraphL2O().init(jax.random.key(0)))
     """
     meta_params = check_meta_params(meta_params, RecurrentGraphL2O)
-    return meta_params.transform(activations=activations, order=order, apply_fn=apply_fn)
+    return meta_params.transform(activations=activations, order=order, apply_fn=apply_fn, strict=strict)
