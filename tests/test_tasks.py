@@ -6,6 +6,8 @@ import numpy as np
 import optax
 import pytest
 
+from l2o_jax.graphs import UnplacedParametersWarning
+from l2o_jax.graphs import graph_spec
 from l2o_jax.tasks import CNNClassifier
 from l2o_jax.tasks import Dataset
 from l2o_jax.tasks import DatasetUnavailableError
@@ -118,10 +120,24 @@ def test_conv_kernels_follow_input_rank_and_activations_are_listed():
 def test_bad_arguments_raise():
     with pytest.raises(ValueError, match='gelu'):
         MLPClassifier(hidden=(4,), num_classes=3, activation='elu').init(jax.random.key(0), jnp.zeros((1, 2)))
-    with pytest.raises(ValueError, match='mlp'):
-        image_task('digits', model='resnet')
+    with pytest.raises(ValueError, match='transformer'):
+        image_task('digits', model='vgg')
+    with pytest.raises(ValueError, match='divisible by its 2 heads'):
+        image_task('digits', model='transformer', width=5)
     with pytest.raises(ValueError, match='width'):
         image_task('digits', width=0)
+
+
+def test_task_family_samples_resnets_and_transformers():
+    family = TaskFamily(datasets=('digits', 'mnist1d'), models=('resnet', 'transformer'), widths=(4,), depths=(1,))
+    tasks = {task.name: task for task in (family.sample(jax.random.key(seed)) for seed in range(8))}
+    assert {name.split('/')[1].split('-')[0] for name in tasks} == {'resnet', 'transformer'}
+    for task in tasks.values():
+        params = task.init(jax.random.key(0))
+        assert np.isfinite(float(task.loss(params, task.sample_batch(jax.random.key(1)))))
+        with pytest.warns(UnplacedParametersWarning, match='LayerNorm_0/scale'):
+            spec = graph_spec(params, activations=task.activations)  # one activation per placed layer
+        assert spec.widths[-1] == task.num_classes and len(spec.layers) == 2 * 1 + 2
 
 
 def test_task_family_samples_deterministic_varied_tasks():

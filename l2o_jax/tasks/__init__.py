@@ -9,6 +9,8 @@ from l2o_jax.tasks.datasets import load_dataset
 from l2o_jax.tasks.datasets import prepare_datasets
 from l2o_jax.tasks.models import CNNClassifier
 from l2o_jax.tasks.models import MLPClassifier
+from l2o_jax.tasks.models import ResNetClassifier
+from l2o_jax.tasks.models import TransformerClassifier
 from l2o_jax.tasks.models import layer_activations
 from l2o_jax.tasks.task import Task
 from l2o_jax.tasks.task import TaskFamily
@@ -21,9 +23,11 @@ __all__ = [
     "DatasetUnavailableError",
     "EMBEDDED_DATASETS",
     "MLPClassifier",
+    "ResNetClassifier",
     "TFDS_DATASETS",
     "Task",
     "TaskFamily",
+    "TransformerClassifier",
     "image_task",
     "layer_activations",
     "load_dataset",

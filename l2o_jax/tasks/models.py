@@ -1,7 +1,11 @@
-"""Optimizee networks (Flax Linen): an MLP and a plain CNN for 1-D signals and 2-D images.
+"""Optimizee networks (Flax Linen): an MLP and a plain CNN for 1-D signals and 2-D images, a small pre-norm
+ResNet and a small transformer classifier.
 
 Layers keep Linen's automatic names (``Dense_0``, ``Conv_0``, ...) so that ``l2o_jax.graphs`` can read
-the architecture from the parameter pytree alone.
+the architecture from the parameter pytree alone: the natural order of the names is the forward order of
+the Dense/Conv layers. The ResNet's and transformer's other parameters (LayerNorm scales and biases, the
+position embedding, attention projections) are outside the neural graph, and their residual connections are
+not read by it (see ``l2o_jax.graphs.graph_spec``).
 """
 
 from __future__ import annotations
@@ -75,18 +79,99 @@ class CNNClassifier(nn.Module):
         return nn.Dense(self.num_classes)(jnp.mean(x, axis=spatial_axes))
 
 
+class ResNetClassifier(nn.Module):
+    """A convolutional stem, ``depth`` pre-norm residual blocks ``h + Conv(act(LayerNorm(Conv(h))))``, then
+    ``act(LayerNorm(h))``, global average pooling and one Dense layer.
+
+    Inputs ``(B, H, W, C)`` get 2-D kernels, ``(B, L, C)`` 1-D ones, as in :class:`CNNClassifier`.
+
+    Example:
+      >>> model = ResNetClassifier(width=16, depth=2, num_classes=10)
+      >>> variables = model.init(jax.random.key(0), jnp.zeros((1, 8, 8, 1)))
+      >>> sorted(variables['params'])[:3], variables['params']['LayerNorm_0']['scale'].shape
+      (['Conv_0', 'Conv_1', 'Conv_2'], (16,))
+    """
+
+    width: int
+    depth: int
+    num_classes: int
+    kernel_size: int = 3
+    activation: str = 'relu'
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        if x.ndim not in (3, 4):
+            raise ValueError(f'ResNetClassifier expects inputs (B, L, C) or (B, H, W, C); got shape {x.shape}.')
+        activation = get_activation(self.activation)
+        spatial_axes = tuple(range(1, x.ndim - 1))
+        conv = lambda: nn.Conv(
+            self.width,
+            kernel_size=(self.kernel_size,) * len(spatial_axes),
+            padding='SAME',
+            conv_general_dilated=conv_implementation(),
+        )
+        h = conv()(x)
+        for _ in range(self.depth):
+            u = activation(nn.LayerNorm()(conv()(h)))  # built before the second conv, so Conv_i is in forward order
+            h = h + conv()(u)
+        h = activation(nn.LayerNorm()(h))
+        return nn.Dense(self.num_classes)(jnp.mean(h, axis=spatial_axes))
+
+
+class TransformerClassifier(nn.Module):
+    """A sequence classifier: a Dense token embedding plus a learned position embedding (``nn.Embed``), ``depth``
+    pre-norm blocks of multi-head self-attention and an MLP (``width -> 2 * width -> width``), each added to the
+    residual stream, then LayerNorm, mean pooling over tokens and one Dense layer.
+
+    Inputs ``(B, L, C)`` are ``L`` tokens of ``C`` features (MNIST-1D: 40 steps of 1 channel); images
+    ``(B, H, W, C)`` are ``H`` tokens, one per row, of ``W * C`` features.
+
+    Example:
+      >>> model = TransformerClassifier(width=16, depth=2, num_classes=10, heads=2)
+      >>> variables = model.init(jax.random.key(0), jnp.zeros((1, 40, 1)))
+      >>> variables['params']['MultiHeadDotProductAttention_0']['query']['kernel'].shape
+      (16, 2, 8)
+    """
+
+    width: int
+    depth: int
+    num_classes: int
+    heads: int = 2
+    activation: str = 'gelu'
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        if x.ndim == 4:
+            x = x.reshape(x.shape[:2] + (-1,))
+        elif x.ndim != 3:
+            raise ValueError(f'TransformerClassifier expects inputs (B, L, C) or (B, H, W, C); got shape {x.shape}.')
+        activation = get_activation(self.activation)
+        h = nn.Dense(self.width)(x) + nn.Embed(x.shape[1], self.width)(jnp.arange(x.shape[1]))
+        for _ in range(self.depth):
+            h = h + nn.MultiHeadDotProductAttention(num_heads=self.heads)(nn.LayerNorm()(h))
+            u = activation(nn.Dense(2 * self.width)(nn.LayerNorm()(h)))  # so Dense_i is in forward order
+            h = h + nn.Dense(self.width)(u)
+        return nn.Dense(self.num_classes)(nn.LayerNorm()(h).mean(axis=1))
+
+
 def layer_activations(model: nn.Module) -> tuple[str, ...]:
-    """Activation name after each parameterised layer, in forward order; the classifier's is ``'linear'``.
+    """Activation name after each Dense/Conv layer of the neural graph, in forward order; the classifier's is
+    ``'linear'``. In the ResNet and transformer, a layer that writes to the residual stream is ``'linear'``.
 
     Example:
       >>> layer_activations(CNNClassifier(width=32, depth=3, num_classes=10))
       ('relu', 'relu', 'relu', 'linear')
+      >>> layer_activations(ResNetClassifier(width=16, depth=2, num_classes=10))
+      ('linear', 'relu', 'linear', 'relu', 'linear', 'linear')
     """
+    get_activation(getattr(model, 'activation', 'linear'))
     if isinstance(model, MLPClassifier):
-        num_hidden = len(model.hidden)
-    elif isinstance(model, CNNClassifier):
-        num_hidden = model.depth
-    else:
-        raise TypeError(f'layer_activations supports MLPClassifier and CNNClassifier, not {type(model).__name__}.')
-    get_activation(model.activation)
-    return (model.activation,) * num_hidden + ('linear',)
+        return (model.activation,) * len(model.hidden) + ('linear',)
+    if isinstance(model, CNNClassifier):
+        return (model.activation,) * model.depth + ('linear',)
+    if isinstance(model, (ResNetClassifier, TransformerClassifier)):
+        return ('linear',) + (model.activation, 'linear') * model.depth + ('linear',)
+    raise TypeError(
+        'layer_activations supports MLPClassifier, CNNClassifier, ResNetClassifier and TransformerClassifier, '
+        f'not {type(model).__name__}.'
+    )

@@ -20,9 +20,12 @@ from l2o_jax.tasks.datasets import Dataset
 from l2o_jax.tasks.datasets import load_dataset
 from l2o_jax.tasks.models import CNNClassifier
 from l2o_jax.tasks.models import MLPClassifier
+from l2o_jax.tasks.models import ResNetClassifier
+from l2o_jax.tasks.models import TransformerClassifier
 from l2o_jax.tasks.models import layer_activations
 
-MODELS = ('cnn', 'mlp')
+MODELS = ('cnn', 'mlp', 'resnet', 'transformer')
+TRANSFORMER_HEADS = 2
 EVAL_CHUNK = 512
 
 
@@ -117,8 +120,12 @@ def image_task(
       dataset: a dataset name (see :func:`load_dataset`) or a loaded :class:`Dataset`.
       model: ``'cnn'`` (``depth`` convolutions of ``width`` channels, then one Dense classifier) or
         ``'mlp'`` (``depth`` Dense layers in all: ``depth - 1`` hidden layers of ``width`` units, then the
-        classifier; Li & Malik's two-layer net with 48 hidden units is ``model='mlp', width=48, depth=2``).
-      width, depth, kernel_size, activation: the architecture; ``kernel_size`` is unused by the MLP.
+        classifier; Li & Malik's two-layer net with 48 hidden units is ``model='mlp', width=48, depth=2``),
+        ``'resnet'`` (a conv stem, ``depth`` residual blocks with LayerNorm, a Dense classifier; see
+        :class:`ResNetClassifier`) or ``'transformer'`` (``depth`` self-attention blocks of model width ``width``
+        with 2 heads over the input's steps, or an image's rows, as tokens; see :class:`TransformerClassifier`).
+      width, depth, kernel_size, activation: the architecture; ``kernel_size`` is used by the CNN and ResNet
+        only, ``activation`` is the transformer MLP's.
       batch_size: examples per :meth:`Task.sample_batch`.
       data_dir, download: passed to :func:`load_dataset` when ``dataset`` is a name.
 
@@ -143,11 +150,18 @@ def image_task(
         if int(value) != value or value < 1:
             raise ValueError(f'{argument} must be a positive integer, got {value!r}.')
     data = dataset if isinstance(dataset, Dataset) else load_dataset(dataset, data_dir=data_dir, download=download)
-    if model == 'cnn':
-        network = CNNClassifier(
+    if model == 'transformer' and width % TRANSFORMER_HEADS:
+        raise ValueError(f'the transformer needs a width divisible by its {TRANSFORMER_HEADS} heads, got {width}.')
+    if model in ('cnn', 'resnet'):
+        network = (CNNClassifier if model == 'cnn' else ResNetClassifier)(
             width=width, depth=depth, num_classes=data.num_classes, kernel_size=kernel_size, activation=activation
         )
-        architecture = f'cnn-w{width}-d{depth}-k{kernel_size}-{activation}'
+        architecture = f'{model}-w{width}-d{depth}-k{kernel_size}-{activation}'
+    elif model == 'transformer':
+        network = TransformerClassifier(
+            width=width, depth=depth, num_classes=data.num_classes, heads=TRANSFORMER_HEADS, activation=activation
+        )
+        architecture = f'transformer-w{width}-d{depth}-h{TRANSFORMER_HEADS}-{activation}'
     else:
         network = MLPClassifier(hidden=(width,) * (depth - 1), num_classes=data.num_classes, activation=activation)
         architecture = f'mlp-w{width}-d{depth}-{activation}'

@@ -1,0 +1,171 @@
+"""Graph learned optimizers on models beyond MLPs and CNNs: parameters outside the neural graph, ResNet and
+transformer tasks, NNX."""
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+from flax import nnx
+
+import l2o_jax
+from l2o_jax import graphs
+from l2o_jax.tasks import image_task
+
+
+class ScaledMLP(nn.Module):
+    """An MLP with a LayerNorm and a parameter no layer table knows."""
+
+    @nn.compact
+    def __call__(self, x):
+        h = nn.relu(nn.LayerNorm()(nn.Dense(6)(x)))
+        return nn.Dense(3)(h) * self.param("temperature", nn.initializers.ones, ())
+
+
+@pytest.fixture(scope="module")
+def gnn_meta():
+    return l2o_jax.GraphL2O(hidden=8, layers=1).init(jax.random.key(0))
+
+
+def _scaled_mlp_problem():
+    model = ScaledMLP()
+    x, y = jax.random.normal(jax.random.key(1), (16, 4)), jnp.arange(16) % 3
+    params = model.init(jax.random.key(2), x)
+    return params, lambda p: optax.softmax_cross_entropy_with_integer_labels(model.apply(p, x), y).mean()
+
+
+def test_graph_spec_leaves_unknown_parameters_outside_the_graph():
+    params, _ = _scaled_mlp_problem()
+    with pytest.warns(graphs.UnplacedParametersWarning, match="params/temperature"):
+        spec = graphs.graph_spec(params)
+    assert spec.widths == (4, 6, 3)
+    assert spec.unplaced_paths == ("params/LayerNorm_0/bias", "params/LayerNorm_0/scale", "params/temperature")
+    assert spec.unplaced_size == 13
+    with pytest.raises(ValueError, match="params/LayerNorm_0/scale"):
+        graphs.graph_spec(params, strict=True)
+    edges, nodes = graphs.tree_to_graph_arrays(params, spec)
+    back = graphs.graph_to_params(edges, nodes, spec, graphs.unplaced_values(params, spec))
+    jax.tree.map(np.testing.assert_array_equal, back, params)
+    with pytest.raises(ValueError, match="unplaced="):
+        graphs.graph_to_params(edges, nodes, spec)
+    with pytest.raises(ValueError, match="no Dense/Conv layer"):
+        graphs.graph_spec({"Embed_0": {"embedding": jnp.ones((5, 3))}})
+
+
+def test_layers_off_the_heaviest_chain_and_attention_projections_stay_outside():
+    params = {
+        "attention": {"key": {"kernel": jnp.ones((8, 2, 4))}, "out": {"kernel": jnp.ones((2, 4, 8))}},
+        "dense_0": {"kernel": jnp.ones((1, 8))},
+        "dense_1": {"kernel": jnp.ones((8, 16))},
+        "dense_2": {"kernel": jnp.ones((16, 8))},
+        "dense_3": {"kernel": jnp.ones((8, 3))},
+        "stray": {"kernel": jnp.ones((5, 5))},
+    }
+    with pytest.warns(graphs.UnplacedParametersWarning, match="attention/key/kernel"):
+        spec = graphs.graph_spec(params)
+    assert spec.widths == (1, 8, 16, 8, 3)
+    assert spec.unplaced_paths == ("attention/key/kernel", "attention/out/kernel", "stray/kernel")
+    with pytest.raises(ValueError, match="attention/key/kernel.*attention projection"):
+        graphs.graph_spec(params, strict=True)
+
+
+def test_unknown_layer_warns_naming_it_or_is_refused_under_strict(gnn_meta):
+    params, loss_fn = _scaled_mlp_problem()
+    loss, grads = jax.value_and_grad(loss_fn)(params)
+    tx = l2o_jax.graph_l2o(gnn_meta)
+    with pytest.warns(graphs.UnplacedParametersWarning, match="params/temperature"):
+        updates, _ = jax.jit(tx.update)(grads, tx.init(params), params, value=loss)
+    assert np.isfinite(float(updates["params"]["temperature"]))
+    assert float(jnp.abs(updates["params"]["temperature"])) > 0
+    strict = l2o_jax.graph_l2o(gnn_meta, strict=True)
+    with pytest.raises(ValueError, match="params/LayerNorm_0/scale"):
+        jax.eval_shape(strict.update, grads, strict.init(params), params)
+
+
+def test_models_without_unplaced_parameters_step_as_before(gnn_meta):
+    # The unplaced branch adds no meta-parameters: saved meta-parameters keep their tree.
+    assert set(gnn_meta.arrays["net"]) == set(
+        l2o_jax.GraphL2O(hidden=8, layers=1).init(jax.random.key(1)).arrays["net"]
+    )
+    mlp = image_task("digits", model="mlp", width=8, depth=2, batch_size=16)
+    params = mlp.init(jax.random.key(0))
+    assert graphs.graph_spec(params).unplaced == ()
+
+
+TASKS = {
+    "resnet": dict(dataset="digits", model="resnet", width=8, depth=1),
+    "transformer": dict(dataset="mnist1d", model="transformer", width=8, depth=1),
+}
+
+
+@pytest.mark.parametrize("factory", ["graph_l2o", "transformer_l2o"])
+@pytest.mark.parametrize("task_name", sorted(TASKS))
+def test_graph_optimizers_train_resnet_and_transformer(factory, task_name):
+    config = (
+        l2o_jax.GraphL2O(hidden=8, layers=1)
+        if factory == "graph_l2o"
+        else l2o_jax.TransformerL2O(hidden=8, layers=1, heads=2)
+    )
+    task = image_task(**TASKS[task_name], batch_size=64)
+    params = task.init(jax.random.key(0))
+    batch = task.sample_batch(jax.random.key(1))
+    with pytest.warns(graphs.UnplacedParametersWarning, match="LayerNorm_0/scale"):
+        spec = graphs.graph_spec(params, activations=task.activations)
+    assert len(spec.layers) == len(task.activations)
+    tx = optax.chain(
+        optax.clip_by_global_norm(1.0),
+        getattr(l2o_jax, factory)(config.init(jax.random.key(0)), activations=task.activations),
+    )
+
+    @jax.jit
+    def step(params, state):
+        loss, grads = jax.value_and_grad(task.loss)(params, batch)
+        updates, state = tx.update(grads, state, params, value=loss)
+        return optax.apply_updates(params, updates), state, loss, updates
+
+    state = tx.init(params)
+    first = float(task.loss(params, batch))
+    with pytest.warns(graphs.UnplacedParametersWarning):
+        for _ in range(30):
+            params, state, _, updates = step(params, state)
+            assert all(np.isfinite(u).all() for u in jax.tree.leaves(updates))
+    assert float(task.loss(params, batch)) < first - 0.05
+
+
+class NNXTransformer(nnx.Module):
+    """One pre-norm self-attention block and MLP over 8 tokens; attribute names sort in forward order."""
+
+    def __init__(self, rngs):
+        self.dense_0 = nnx.Linear(8, 8, rngs=rngs)
+        self.position = nnx.Param(jnp.zeros((8, 8)))
+        self.norm_0, self.norm_1 = nnx.LayerNorm(8, rngs=rngs), nnx.LayerNorm(8, rngs=rngs)
+        self.attention = nnx.MultiHeadAttention(2, 8, decode=False, rngs=rngs)
+        self.dense_1, self.dense_2 = nnx.Linear(8, 16, rngs=rngs), nnx.Linear(16, 8, rngs=rngs)
+        self.dense_3 = nnx.Linear(8, 10, rngs=rngs)
+
+    def __call__(self, x):
+        h = self.dense_0(x) + self.position[...]
+        h = h + self.attention(self.norm_0(h))
+        h = h + self.dense_2(nnx.gelu(self.dense_1(self.norm_1(h))))
+        return self.dense_3(h.mean(axis=1))
+
+
+def test_nnx_transformer_trains_with_nnx_optimizer(gnn_meta):
+    task = image_task("digits", model="mlp", batch_size=64)
+    x, y = task.sample_batch(jax.random.key(3))
+    x = x.reshape(-1, 8, 8)
+    model = NNXTransformer(nnx.Rngs(0))
+    optimizer = nnx.Optimizer(model, l2o_jax.graph_l2o(gnn_meta), wrt=nnx.Param)
+    loss_fn = lambda m: optax.softmax_cross_entropy_with_integer_labels(m(x), y).mean()
+
+    @nnx.jit
+    def step(model, optimizer):
+        loss, grads = nnx.value_and_grad(loss_fn)(model)
+        optimizer.update(model, grads, value=loss)
+
+    first = float(loss_fn(model))
+    with pytest.warns(graphs.UnplacedParametersWarning, match="attention"):
+        for _ in range(30):
+            step(model, optimizer)
+    assert float(loss_fn(model)) < first - 0.05
