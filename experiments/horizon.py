@@ -122,7 +122,7 @@ def smoke_study() -> HorizonStudy:
         checkpoint_every=50,
         meta_seeds=3,
         selection_task=base,
-        selection_length=1000,
+        selection_length=3000,
         selection_seeds=3,
         held_out=(
             HeldOutTask("digits CNN-16", {**base, "width": 16}, 3000, "2x wider"),
