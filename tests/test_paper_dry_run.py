@@ -89,7 +89,7 @@ def test_li_malik_meta_trains_on_mnist_and_runs_on_cifar10_and_cifar100(scripts,
     assert data["setup"]["train_task"].startswith("mnist")
     assert [name.split("-")[0].split("/")[0] for name in data["tasks"]] == ["cifar10", "cifar100"]
     for runs in data["tasks"].values():
-        assert len(runs) == 4 and all(math.isfinite(v) for r in runs for row in r["eval_loss"] for v in row)
+        assert len(runs) == 5 and all(math.isfinite(v) for r in runs for row in r["eval_loss"] for v in row)
     assert (tmp_path / "li_malik_paper_dry_run.md").exists() and (tmp_path / "li_malik_paper_dry_run.png").exists()
 
 
@@ -111,3 +111,13 @@ def test_amortized_trains_scalegmn_on_a_grey_cifar10_cnn_zoo(scripts, tmp_path):
     assert data["blocks"][0]["zoo"]["config"]["dataset"] == "cifar10_gray"
     for block in data["blocks"]:
         assert all(math.isfinite(row["avg_accuracy"]) for row in block["rows"]), block["rows"]
+
+
+def test_meta_train_paper_preset_dry_run_from_the_command_line(scripts, tmp_path, capsys):
+    from l2o_jax import cli
+
+    assert cli.main(["meta-train", "--config", "paper", "--dry-run", "--workdir", str(tmp_path), "--no-progress"]) == 0
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["eval_task"].startswith("cifar10/cnn-w8") and len(summary["results"]) == 3  # 2 meta-seeds, Adam
+    assert all(r["finite"] and math.isfinite(r["final_accuracy"]) for r in summary["results"])
+    assert (tmp_path / "best_meta_params").is_dir() and "cifar10" in capsys.readouterr().out
