@@ -43,7 +43,8 @@ def _overrides(args) -> dict:
 def dry_run(config: study.StudyConfig) -> study.StudyConfig:
     """``config``'s datasets, model kinds and stages at a tiny size, for checking the pipeline in seconds on a CPU:
     CNN widths 4 (meta-training, selection) and 8 (evaluation), a 8x1 meta-network, 2 outer steps of 2 x 3-step
-    unrolls, 2 meta-seeds, 4-step evaluations over 2 seeds, the first baseline tuned over one learning rate.
+    unrolls (or truncations), 2 meta-seeds, 4-step evaluations over 2 seeds, the first baseline tuned over one
+    learning rate.
 
     Example:
       >>> tiny = dry_run(study.preset('paper'))
@@ -53,7 +54,7 @@ def dry_run(config: study.StudyConfig) -> study.StudyConfig:
         meta,
         learned_optimizer=dataclasses.replace(meta.learned_optimizer, hidden=8, layers=1),
         task_family=dataclasses.replace(meta.task_family, widths=(4,), batch_size=8),
-        estimator=dataclasses.replace(meta.estimator, lengths=(3,), num_tasks=2),
+        estimator=dataclasses.replace(meta.estimator, **_tiny_estimator_fields(meta.estimator)),
     )
     tiny = dict(selection_task={**config.selection_task, "width": 4, "batch_size": 8}, selection_length=4)
     tiny.update(eval_task={**config.eval_task, "width": 8, "batch_size": 8}, baselines=config.baselines[:1])
@@ -69,6 +70,12 @@ def dry_run(config: study.StudyConfig) -> study.StudyConfig:
         learning_rates=(1e-2,),
         weight_decays=(0.0,),
     )
+
+
+def _tiny_estimator_fields(estimator) -> dict:
+    """3-step unrolls (truncations of 6-step runs) over 2 optimizees, for whichever fields the estimator has."""
+    tiny = dict(lengths=(3,), truncation_length=3, horizon=6, num_tasks=2, num_pairs=2)
+    return {f.name: tiny[f.name] for f in dataclasses.fields(estimator) if f.name in tiny}
 
 
 def _run(config: study.StudyConfig, args) -> None:
