@@ -302,7 +302,7 @@ def run(scale: Scale, scale_name: str, out: str, workdir: str, progress: bool = 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--scale", choices=SCALES, default="smoke")
-    parser.add_argument("--out", default="docs/results")
+    parser.add_argument("--out", help="result directory (default: docs/results; runs/dry_run with --dry-run)")
     parser.add_argument("--workdir", default="runs/learned_backward")
     parser.add_argument("--data-dir", default=None, help="tfds data directory (paper scale)")
     parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
@@ -316,7 +316,8 @@ def main(argv=None):
     scale = dataclasses.replace(scale, **{k: v for k, v in overrides.items() if v is not None})
     try:
         name = f"{args.scale}_dry_run" if args.dry_run else args.scale
-        report = run(scale, name, args.out, os.path.join(args.workdir, name), not args.no_progress)
+        out = args.out or ("runs/dry_run" if args.dry_run else "docs/results")
+        report = run(scale, name, out, os.path.join(args.workdir, name), not args.no_progress)
     except DatasetUnavailableError as error:
         sys.exit(f"learned_backward --scale {args.scale}: {error}")
     print(report)

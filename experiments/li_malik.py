@@ -286,13 +286,14 @@ def run(scale_name: str, out: str, workdir: str, data_dir: str | None, dry_run: 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--scale", choices=sorted(SCALES), default="smoke")
-    parser.add_argument("--out", default="docs/results")
+    parser.add_argument("--out", help="result directory (default: docs/results; runs/dry_run with --dry-run)")
     parser.add_argument("--workdir", default="runs/li_malik")
     parser.add_argument("--data-dir", default=None, help="tfds data directory (paper scale)")
     parser.add_argument("--dry-run", action="store_true", help="the scale's pipeline at a tiny size (seconds, CPU)")
     args = parser.parse_args(argv)
     try:
-        print(run(args.scale, args.out, os.path.join(args.workdir, args.scale), args.data_dir, args.dry_run))
+        out = args.out or ("runs/dry_run" if args.dry_run else "docs/results")
+        print(run(args.scale, out, os.path.join(args.workdir, args.scale), args.data_dir, args.dry_run))
     except DatasetUnavailableError as error:
         sys.exit(f"li_malik --scale {args.scale}: {error}")
 
