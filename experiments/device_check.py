@@ -1,7 +1,7 @@
 """The device check: what a person with a GPU runs before (and instead of guessing about) a paper-scale run.
 
     bash experiments/device_check.sh                      # on the GPU machine; writes docs/results/gpu.{json,md}
-    python -m experiments.device_check --allow-cpu --tiny --out /tmp/gpu.json   # the format, on a CPU
+    python -m experiments.device_check --allow-cpu --tiny       # the format, on a CPU: runs/dry_run/gpu.{json,md}
 
 Each piece runs in its own process under its own time limit (``--limit-s``, at most 10 minutes), so one that
 hangs or runs long is recorded as ``timeout`` and the others still run:
@@ -269,7 +269,7 @@ def check(args: argparse.Namespace) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", default="docs/results/gpu.json", help="the result's JSON (its page goes beside it)")
+    parser.add_argument("--out", help="the result's JSON, its page beside it (docs/results/gpu.json; --tiny: runs/)")
     parser.add_argument("--allow-cpu", action="store_true", help="do not fail without a GPU/TPU (format checks)")
     parser.add_argument("--tiny", action="store_true", help="seconds-long sizes and mock tfds data (format checks)")
     parser.add_argument("--pieces", nargs="+", choices=PIECES, default=list(PIECES))
@@ -283,6 +283,7 @@ def main(argv: list[str] | None = None) -> int:
             json.dump(run_piece(args.piece, args), f)
         return 0
     args.limit_s = min(args.limit_s, MAX_LIMIT_S)
+    args.out = args.out or ("runs/dry_run/gpu.json" if args.tiny else "docs/results/gpu.json")
     import report
 
     data = check(args)
