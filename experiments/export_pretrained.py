@@ -87,7 +87,15 @@ def entry_record(study: dict, label: str, meta_seed: int, command: str) -> dict:
             "checkpoint_chosen": selection["selected_step"],
             "selection_rule": protocol["selection_rule"],
         },
-        "evaluation": {"task": task_label, "task_args": task["task"], "comparisons": comparisons},
+        "evaluation": {
+            "task": task_label,
+            "task_args": task["task"],
+            "comparisons": comparisons,
+            "tuned_learning_rates": {
+                name: {h: t["learning_rate"] for h, t in by_horizon.items()}
+                for name, by_horizon in task["tuned"].items()
+            },
+        },
     }
 
 
