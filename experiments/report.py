@@ -371,6 +371,8 @@ def _horizon(data: dict) -> str:
             "\n".join(speed),
             f"![test accuracy and loss vs step]({task['figure']})",
         ]
+    if data.get("not_run"):
+        parts.append("Held-out tasks of the protocol that were not run: " + ", ".join(data["not_run"]) + ".")
     return "\n\n".join(parts)
 
 
