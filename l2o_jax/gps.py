@@ -381,7 +381,8 @@ class GuidedPolicySearch:
     Attributes:
       length: inner steps per sampled run (at least 3).
       num_trajectories: sampled optimizees per iteration.
-      kl_bound: ``ε``, the KL between local controllers and the policy per coordinate's trajectory.
+      kl_bound: ``ε``, the KL between local controllers and the policy per coordinate's trajectory; the
+        policy's steps have a small variance, so useful bounds are large (``experiments/li_malik.py`` uses 1000).
       prior_strength: weight of the all-steps fit in each step's dynamics fit.
       curvature_floor: least curvature of the cost model, in RMS gradient per RMS step.
       train_std: also fit the policy's step noise ``σ`` to the controllers' covariances (MDGPS does). Off by
@@ -389,14 +390,14 @@ class GuidedPolicySearch:
         and only adds noise to the runs; the KL's mean term still trains the LSTM and ``lr``.
 
     Example:
-      >>> estimator = GuidedPolicySearch(length=50, num_trajectories=4, kl_bound=1.0)
+      >>> estimator = GuidedPolicySearch(length=50, num_trajectories=4, kl_bound=100.0)
       >>> state = estimator.init(meta_params, task, key)
       >>> loss, grads, state = estimator.estimate(meta_params, task, state, key)
     """
 
     length: int = 50
     num_trajectories: int = 4
-    kl_bound: float = 1.0
+    kl_bound: float = 100.0
     prior_strength: float = 0.1
     curvature_floor: float = 1e-2
     train_std: bool = False
