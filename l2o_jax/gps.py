@@ -16,9 +16,10 @@ action ``u_t`` is the step. One iteration (:meth:`GuidedPolicySearch.estimate`),
    come, ``ℓ_t = w_t (g_t u_t + ½ b_t u_t²)`` with ``w_t = (T - t) / T`` (so ``Σ_t ℓ_t`` is the mean objective
    along the run, up to a constant) and ``b_t = max(∂g_{t+1}/∂u_t, curvature_floor)`` read off ``B_t``. For a
    Lagrange multiplier ``η``, the minimiser of ``E_p[Σ ℓ_t - η log π̄_t(u_t | x_t)] - η H(p)`` is found by LQR
-   (:func:`kl_lqr`), a backward Riccati recursion with ``z = [x; u]`` and ``V_{T}= 0``::
+   (:func:`kl_lqr`): with ``z = [x; u]``, ``ℓ_t(z) = ½ zᵀ C_t z + d_tᵀ z`` and ``V_T = 0, v_T = 0``, the backward
+   Riccati recursion::
 
-       Q_zz = C_t + η Mᵀ S̄_t⁻¹ M + F_tᵀ V_{t+1} F_t,   q_z = c_t - η Mᵀ S̄_t⁻¹ k̄_t + F_tᵀ (V_{t+1} f_t + v_{t+1})
+       Q_zz = C_t + η Mᵀ S̄_t⁻¹ M + F_tᵀ V_{t+1} F_t,   q_z = d_t - η Mᵀ S̄_t⁻¹ k̄_t + F_tᵀ (V_{t+1} f_t + v_{t+1})
        K_t = -Q_uu⁻¹ Q_ux,   k_t = -Q_uu⁻¹ q_u,   S_t = η Q_uu⁻¹
        V_t = Q_xx + Q_xu K_t,   v_t = q_x + Q_xu k_t
 
@@ -28,6 +29,10 @@ action ``u_t`` is the step. One iteration (:meth:`GuidedPolicySearch.estimate`),
 4. **Supervised step**: the gradient of ``E_{x_t ~ samples} KL(π_θ(u | history_t) ‖ p_t(u | x_t))`` in the
    LSTM's parameters, the policy re-run along the sampled histories (:func:`supervised_kl`). ``meta_train``'s
    optax meta-optimizer applies it, so each outer step is one C-step and one gradient of the S-step.
+
+Simplifications against the papers, each a knob to add: ``ε`` is fixed (MDGPS adapts it from predicted and
+actual improvement), samples come from the global policy only, the S-step is one gradient per C-step, and
+``σ`` is not fitted by default (``train_std``).
 
 Everything is computed in units where each state and action dimension has unit root mean square (the KL does
 not change; the cost is divided by a positive constant), so float32 serves gradients and steps of any scale.
