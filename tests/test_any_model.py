@@ -8,6 +8,7 @@ import numpy as np
 import optax
 import pytest
 from flax import nnx
+from problems import randomized
 
 import l2o_jax
 from l2o_jax import graphs
@@ -110,13 +111,12 @@ def test_graph_optimizers_train_resnet_and_transformer(factory, task_name):
     task = image_task(**TASKS[task_name], batch_size=64)
     params = task.init(jax.random.key(0))
     batch = task.sample_batch(jax.random.key(1))
+    read = dict(activations=task.activations, apply_fn=task.apply, example_input=batch[0])
     with pytest.warns(graphs.UnplacedParametersWarning, match="LayerNorm_0/scale"):
-        spec = graphs.graph_spec(params, activations=task.activations)
+        spec = graphs.graph_spec(params, **read)
     assert len(spec.layers) == len(task.activations)
-    tx = optax.chain(
-        optax.clip_by_global_norm(1.0),
-        getattr(l2o_jax, factory)(config.init(jax.random.key(0)), activations=task.activations),
-    )
+    assert len(spec.residual_senders) == spec.widths[1]  # the one block's skip connection
+    tx = optax.chain(optax.clip_by_global_norm(1.0), getattr(l2o_jax, factory)(config.init(jax.random.key(0)), **read))
 
     @jax.jit
     def step(params, state):
@@ -156,7 +156,10 @@ def test_nnx_transformer_trains_with_nnx_optimizer(gnn_meta):
     x, y = task.sample_batch(jax.random.key(3))
     x = x.reshape(-1, 8, 8)
     model = NNXTransformer(nnx.Rngs(0))
-    optimizer = nnx.Optimizer(model, l2o_jax.graph_l2o(gnn_meta), wrt=nnx.Param)
+    graphdef, _, rest = nnx.split(model, nnx.Param, ...)
+    apply_fn = lambda params, x: nnx.merge(graphdef, params, rest)(x)
+    tx = l2o_jax.graph_l2o(gnn_meta, apply_fn=apply_fn, example_input=x)
+    optimizer = nnx.Optimizer(model, tx, wrt=nnx.Param)
     loss_fn = lambda m: optax.softmax_cross_entropy_with_integer_labels(m(x), y).mean()
 
     @nnx.jit
@@ -169,3 +172,58 @@ def test_nnx_transformer_trains_with_nnx_optimizer(gnn_meta):
         for _ in range(30):
             step(model, optimizer)
     assert float(loss_fn(model)) < first - 0.05
+
+
+class ResidualMLP(nn.Module):
+    """``h = Dense(x); h = h + Dense(relu(Dense(h))); out = Dense(relu(h))``: a residual stream of width 6."""
+
+    @nn.compact
+    def __call__(self, x):
+        h = nn.Dense(6)(x)
+        u = nn.relu(nn.Dense(5)(h))
+        h = h + nn.Dense(6)(u)
+        return nn.Dense(3)(nn.relu(h))
+
+
+def _two_steps(tx, params, loss_fn):
+    state, update = tx.init(params), jax.jit(tx.update)
+    for _ in range(2):
+        loss, grads = jax.value_and_grad(loss_fn)(params)
+        updates, state = update(grads, state, params, value=loss)
+        params = optax.apply_updates(params, updates)
+    return updates
+
+
+@pytest.mark.parametrize("factory", ["graph_l2o", "transformer_l2o"])
+def test_residual_edges_are_read_from_the_computation_and_keep_stream_symmetry(factory):
+    config = (
+        l2o_jax.GraphL2O(hidden=8, layers=2) if factory == "graph_l2o" else l2o_jax.TransformerL2O(hidden=8, layers=2)
+    )
+    model = ResidualMLP()
+    x, y = jax.random.normal(jax.random.key(1), (16, 4)), jnp.arange(16) % 3
+    params = model.init(jax.random.key(2), x)
+    loss_fn = lambda p: optax.softmax_cross_entropy_with_integer_labels(model.apply(p, x), y).mean()
+    spec = graphs.graph_spec(params, apply_fn=model.apply, example_input=x)
+    offsets = spec.node_offsets
+    np.testing.assert_array_equal(spec.residual_senders, offsets[1] + np.arange(6))
+    np.testing.assert_array_equal(spec.residual_receivers, offsets[3] + np.arange(6))
+    assert len(graphs.graph_spec(params).residual_senders) == 0
+
+    meta = randomized(config.init(jax.random.key(0)))
+    tx = getattr(l2o_jax, factory)(meta, apply_fn=model.apply, example_input=x)
+    updates = _two_steps(tx, params, loss_fn)
+    sequential = _two_steps(getattr(l2o_jax, factory)(meta), params, loss_fn)
+    assert (
+        max(float(jnp.abs(a - b).max()) for a, b in zip(jax.tree.leaves(updates), jax.tree.leaves(sequential))) > 1e-6
+    )
+
+    # The residual stream's neurons (outputs of Dense_0 and Dense_2) permuted together: the same function.
+    perm = np.random.default_rng(0).permutation(6)
+    stream = lambda tree: graphs.permute_hidden_neurons(
+        graphs.permute_hidden_neurons(tree, spec, 1, perm), spec, 3, perm
+    )
+    permuted_params = stream(params)
+    np.testing.assert_allclose(loss_fn(permuted_params), loss_fn(params), rtol=1e-6)
+    permuted_updates = _two_steps(tx, permuted_params, loss_fn)
+    for got, want in zip(jax.tree.leaves(permuted_updates), jax.tree.leaves(stream(updates))):
+        np.testing.assert_allclose(got, want, atol=1e-5)

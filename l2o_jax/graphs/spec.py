@@ -7,8 +7,9 @@ pair of each layer. Everything here is numpy, computed at trace time; nothing ru
 Parameters of any other model (normalisation scales, embeddings, attention projections, layers that do not
 chain) are *unplaced*: the spec lists them and learned optimizers step them as coordinates without message
 passing, after a warning (``UnplacedParametersWarning``); ``strict=True`` refuses them instead. The graph is
-read from parameter shapes and names only: a residual connection is not seen (chained Dense/Conv layers are
-read as a sequential network), since nothing here reads the model's computation yet.
+read from parameter shapes and names; residual connections only from the model's computation, when
+``graph_spec`` gets ``apply_fn`` and ``example_input`` (``l2o_jax.graphs.trace``). Without them chained
+Dense/Conv layers are read as a sequential network.
 """
 
 from __future__ import annotations
@@ -21,6 +22,8 @@ from typing import Sequence
 
 import jax
 import numpy as np
+
+from l2o_jax.graphs.trace import residual_pairs
 
 #: Roles of a neuron; hidden neurons of one layer are interchangeable, inputs and outputs are not.
 ROLE_INPUT, ROLE_HIDDEN, ROLE_OUTPUT = 0, 1, 2
@@ -87,6 +90,8 @@ class GraphSpec:
       kernel_mask: ``bool[n_layers, kernel_size]`` which window cells hold real kernel values per layer.
       unplaced: indices (among the flattened leaves) of the parameters that are not part of the graph, in
         leaf order; ``unplaced_values`` / ``graph_to_params`` carry them as one ``(unplaced_size,)`` vector.
+      residual_senders, residual_receivers: ``int32[n_residual]`` identity edges of residual connections, read
+        from the model's computation (``graph_spec(..., apply_fn=, example_input=)``); they carry no parameter.
     """
 
     layers: tuple[LayerSpec, ...]
@@ -105,6 +110,8 @@ class GraphSpec:
     edge_kind: np.ndarray
     kernel_mask: np.ndarray
     unplaced: tuple[int, ...] = ()
+    residual_senders: np.ndarray = dataclasses.field(default_factory=lambda: np.zeros(0, np.int32))
+    residual_receivers: np.ndarray = dataclasses.field(default_factory=lambda: np.zeros(0, np.int32))
 
     @property
     def widths(self) -> tuple[int, ...]:
@@ -381,14 +388,17 @@ def _warn_unplaced(unplaced: dict[int, str], paths: list[tuple]) -> None:
     )
 
 
-def graph_spec(params, *, activations=None, order=None, window=None, strict=False) -> GraphSpec:
+def graph_spec(
+    params, *, activations=None, order=None, window=None, strict=False, apply_fn=None, example_input=None
+) -> GraphSpec:
     """Infers the neural graph of an MLP or CNN from its parameter pytree; other parameters stay outside it.
 
     The Dense/Conv layers (``kernel`` and ``bias`` leaves) are read in ``order`` and chained (each layer's inputs
     are the previous one's outputs). Layers off the chain with the most kernel parameters, and every other
     parameter (``LayerNorm`` scales, ``Embed`` tables, attention projections, ...), are *unplaced*: listed in
-    ``GraphSpec.unplaced`` and named in one ``UnplacedParametersWarning``. Residual connections are not read:
-    the placed layers are treated as a sequential network.
+    ``GraphSpec.unplaced`` and named in one ``UnplacedParametersWarning``. With ``apply_fn`` and
+    ``example_input``, residual connections (additions of two neuron layers of the same width) are read from
+    the model's jaxpr and become identity edges; without them the placed layers are a sequential network.
 
     Args:
       params: Flax Linen variables (``{'params': {'Dense_0': {'kernel', 'bias'}, ...}}``), a Flax NNX
@@ -401,6 +411,8 @@ def graph_spec(params, *, activations=None, order=None, window=None, strict=Fals
       window: 2-D ``(h, w)`` window conv kernels are padded to; default the largest kernel in the network.
         Fix it to make networks with different kernel sizes share edge-feature shapes.
       strict: raise a ValueError naming the first parameter that cannot be placed instead of warning.
+      apply_fn, example_input: the model's ``apply_fn(params, inputs)`` and an input batch, to read residual
+        connections from its computation (traced once, shapes only; see ``l2o_jax.graphs.trace``).
 
     Returns:
       The static ``GraphSpec``.
@@ -438,7 +450,22 @@ def graph_spec(params, *, activations=None, order=None, window=None, strict=Fals
     if unplaced:
         _warn_unplaced(unplaced, paths)
     window = _window(layers, window)
-    return _build_spec(layers, treedef, tuple(shapes), dtypes, tuple(paths), window, tuple(sorted(unplaced)))
+    spec = _build_spec(layers, treedef, tuple(shapes), dtypes, tuple(paths), window, tuple(sorted(unplaced)))
+    if (apply_fn is None) != (example_input is None):
+        raise ValueError("graph_spec: pass apply_fn and example_input together (to read residual connections).")
+    if apply_fn is None:
+        return spec
+    kernels = {layer.kernel_leaf: l for l, layer in enumerate(layers, start=1)}
+    return _with_residuals(spec, residual_pairs(apply_fn, params, example_input, kernels))
+
+
+def _with_residuals(spec: GraphSpec, pairs) -> GraphSpec:
+    widths, offsets = spec.widths, spec.node_offsets
+    pairs = [(a, b) for a, b in pairs if widths[a] == widths[b]]
+    senders = [offsets[a] + np.arange(widths[a]) for a, _ in pairs]
+    receivers = [offsets[b] + np.arange(widths[b]) for _, b in pairs]
+    as_i32 = lambda parts: np.concatenate(parts or [np.zeros(0)]).astype(np.int32)
+    return dataclasses.replace(spec, residual_senders=as_i32(senders), residual_receivers=as_i32(receivers))
 
 
 def _build_spec(layers, treedef, shapes, dtypes, paths, window, unplaced) -> GraphSpec:

@@ -21,7 +21,8 @@ Parameters the neural graph cannot place (``LayerNorm`` scales, ``Embed`` tables
 edge decoder and output head as a kernel cell, with the globals and the mean final node state where an edge's
 state would be. They add no meta-parameters, so saved meta-parameters serve such models unchanged, and MLPs
 and CNNs step exactly as before. A warning names them once; ``strict=True`` refuses them. Residual connections
-are not read yet: a ResNet's convolutions are seen as one sequential chain.
+are read from the model's computation when the factory gets ``apply_fn=model.apply, example_input=x``
+(identity edges, encoded from all-zero features); without them a ResNet's convolutions are one sequential chain.
 
 With ``probes=ProbeConfig(...)``, learned probe inputs run through the optimizee every step and each neuron's
 activations join its node features (Kofinas et al.); the probes are meta-parameters (``arrays['probes']``).
@@ -116,7 +117,15 @@ class GraphNet(nn.Module):
             ids = io_position_ids(spec, self.max_io_positions)
             nodes = nodes + nn.Embed(2 * self.max_io_positions + 1, d, name="io_position")(ids)
         g = nn.Dense(d, name="globals")(glob)
-        nodes, edges = self._body()(nodes + g, edges + g, spec.senders, spec.receivers)
+        n_residual = len(spec.residual_senders)
+        if n_residual:
+            # Residual connections are edges without a parameter: encoded from all-zero features.
+            residual = cell_encoder(jnp.zeros((1, edge_x.shape[-1]), edge_x.dtype))
+            edges = jnp.concatenate([edges, jnp.broadcast_to(residual, (n_residual, d))])
+        senders = np.concatenate([spec.senders, spec.residual_senders])
+        receivers = np.concatenate([spec.receivers, spec.residual_receivers])
+        nodes, edges = self._body()(nodes + g, edges + g, senders, receivers)
+        edges = edges[: spec.n_edge]
         edge_decoder = MLP((d,), final_activation=True, name="edge_decoder")
         edge_output = output_head(2, self.output, "edge_output")
         edge_in = jnp.concatenate([jnp.broadcast_to(edges[:, None], cells.shape), cells], -1)
@@ -168,12 +177,17 @@ class _GraphFamily(LearnedOptimizer):
             self.output,
         )
 
-    def architecture_spec(self, params, activations=None, order=None, strict=False) -> graphs.GraphSpec:
-        spec = graphs.graph_spec(params, activations=activations, order=order, strict=strict)
-        if self.probes is not None and spec.unplaced:
+    def architecture_spec(
+        self, params, activations=None, order=None, strict=False, apply_fn=None, example_input=None
+    ) -> graphs.GraphSpec:
+        spec = graphs.graph_spec(
+            params, activations=activations, order=order, strict=strict, apply_fn=apply_fn, example_input=example_input
+        )
+        if self.probes is not None and (spec.unplaced or len(spec.residual_senders)):
             raise ValueError(
-                f"probe features run the optimizee's forward pass through its neural graph, and parameters "
-                f"{list(spec.unplaced_paths)} are not part of it; use meta-parameters without probes for this model."
+                f"probe features run the optimizee's forward pass through its sequential neural graph, and this "
+                f"model has residual connections or parameters outside it ({list(spec.unplaced_paths)}); use "
+                "meta-parameters without probes for this model."
             )
         return spec
 
@@ -190,25 +204,31 @@ class _GraphFamily(LearnedOptimizer):
     def stand_in_params(self):
         return tiny_mlp_params() if self.probes is None else tiny_mlp_params(self.probes.input_size)
 
-    def transform(self, meta_params: MetaParams, *, apply_fn=None, **options) -> optax.GradientTransformationExtraArgs:
+    def transform(
+        self, meta_params: MetaParams, *, apply_fn=None, example_input=None, **options
+    ) -> optax.GradientTransformationExtraArgs:
         """This learned optimizer as an optax transformation; with probes, ``init`` checks the optimizee.
 
         Args:
           meta_params: this family's meta-parameters.
-          apply_fn: optional ``apply_fn(params, inputs) -> outputs`` of the optimizee (e.g. ``model.apply``);
-            needs probes. ``init`` then checks, outside ``jit``, that it computes what the probes run through.
+          apply_fn: optional ``apply_fn(params, inputs) -> outputs`` of the optimizee (e.g. ``model.apply``).
+            With ``example_input``, residual connections are read from it (see ``graphs.graph_spec``); with
+            probes, ``init`` checks, outside ``jit``, that it computes what the probes run through.
+          example_input: an input batch of the optimizee, to trace ``apply_fn`` (shapes only).
           **options: ``activations=``, ``order=``, ``strict=`` as in ``l2o_jax.graphs.graph_spec``.
 
         Example:
           >>> tx = GraphL2O(probes=ProbeConfig(8, (8, 8, 1))).init(key).transform(apply_fn=model.apply)
         """
+        if example_input is not None:
+            options = {**options, "apply_fn": apply_fn, "example_input": example_input}
         tx = learned_transform(meta_params, **options)
         if self.probes is None:
-            if apply_fn is not None:
+            if apply_fn is not None and example_input is None:
                 raise ValueError(
                     f"apply_fn is only used by probe features, and these {type(self).__name__} meta-parameters have "
-                    f"none; initialise them with {type(self).__name__}(probes=ProbeConfig(count, input_shape)) or "
-                    "drop apply_fn."
+                    f"none, or with example_input= to read residual connections; pass example_input=, initialise "
+                    f"them with {type(self).__name__}(probes=ProbeConfig(count, input_shape)) or drop apply_fn."
                 )
             return tx
         probes = meta_params.arrays["probes"]
@@ -288,7 +308,7 @@ class RecurrentGraphL2O(_GraphFamily):
 
 
 def graph_l2o(
-    meta_params: MetaParams, *, activations=None, order=None, apply_fn=None, strict=False
+    meta_params: MetaParams, *, activations=None, order=None, apply_fn=None, example_input=None, strict=False
 ) -> optax.GradientTransformationExtraArgs:
     """NG-GNN as an optax transformation.
 
@@ -302,7 +322,10 @@ def graph_l2o(
       apply_fn: the optimizee's ``apply_fn(params, inputs) -> outputs`` (e.g. ``model.apply``), for
         meta-parameters with probes (``GraphL2O(probes=ProbeConfig(...))``): ``init`` checks, outside ``jit``, that
         the forward pass the probes run through (read from ``params``, ``activations`` and ``order``) is this
-        network's, and raises a ValueError otherwise. Without probes it must be left out.
+        network's, and raises a ValueError otherwise. With ``example_input`` (an input batch), the model's residual
+        connections are read from its computation and become identity edges of the neural graph
+        (``graphs.graph_spec``); otherwise, without probes, it must be left out.
+      example_input: see ``apply_fn``.
 
     Returns:
       ``optax.GradientTransformationExtraArgs``; ``update`` needs ``params`` and uses ``value=loss`` if given.
@@ -314,11 +337,13 @@ def graph_l2o(
       >>> params = optax.apply_updates(params, updates)
     """
     meta_params = check_meta_params(meta_params, GraphL2O)
-    return meta_params.transform(activations=activations, order=order, apply_fn=apply_fn, strict=strict)
+    return meta_params.transform(
+        activations=activations, order=order, apply_fn=apply_fn, example_input=example_input, strict=strict
+    )
 
 
 def transformer_l2o(
-    meta_params: MetaParams, *, activations=None, order=None, apply_fn=None, strict=False
+    meta_params: MetaParams, *, activations=None, order=None, apply_fn=None, example_input=None, strict=False
 ) -> optax.GradientTransformationExtraArgs:
     """NG-T (relational transformer over the neural graph) as an optax transformation; see ``graph_l2o``.
 
@@ -326,11 +351,13 @@ def transformer_l2o(
       >>> tx = transformer_l2o(TransformerL2O().init(jax.random.key(0)))
     """
     meta_params = check_meta_params(meta_params, TransformerL2O)
-    return meta_params.transform(activations=activations, order=order, apply_fn=apply_fn, strict=strict)
+    return meta_params.transform(
+        activations=activations, order=order, apply_fn=apply_fn, example_input=example_input, strict=strict
+    )
 
 
 def recurrent_graph_l2o(
-    meta_params: MetaParams, *, activations=None, order=None, apply_fn=None, strict=False
+    meta_params: MetaParams, *, activations=None, order=None, apply_fn=None, example_input=None, strict=False
 ) -> optax.GradientTransformationExtraArgs:
     """RecurrentGNN as an optax transformation; see ``graph_l2o``.
 
@@ -338,4 +365,6 @@ def recurrent_graph_l2o(
       >>> tx = recurrent_graph_l2o(RecurrentGraphL2O().init(jax.random.key(0)))
     """
     meta_params = check_meta_params(meta_params, RecurrentGraphL2O)
-    return meta_params.transform(activations=activations, order=order, apply_fn=apply_fn, strict=strict)
+    return meta_params.transform(
+        activations=activations, order=order, apply_fn=apply_fn, example_input=example_input, strict=strict
+    )

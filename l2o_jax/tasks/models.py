@@ -4,8 +4,8 @@ ResNet and a small transformer classifier.
 Layers keep Linen's automatic names (``Dense_0``, ``Conv_0``, ...) so that ``l2o_jax.graphs`` can read
 the architecture from the parameter pytree alone: the natural order of the names is the forward order of
 the Dense/Conv layers. The ResNet's and transformer's other parameters (LayerNorm scales and biases, the
-position embedding, attention projections) are outside the neural graph, and their residual connections are
-not read by it (see ``l2o_jax.graphs.graph_spec``).
+position embedding, attention projections) are outside the neural graph; their residual connections are
+read from the computation only when ``graph_spec`` gets ``apply_fn`` and ``example_input``.
 """
 
 from __future__ import annotations
