@@ -227,3 +227,22 @@ def test_residual_edges_are_read_from_the_computation_and_keep_stream_symmetry(f
     permuted_updates = _two_steps(tx, permuted_params, loss_fn)
     for got, want in zip(jax.tree.leaves(permuted_updates), jax.tree.leaves(stream(updates))):
         np.testing.assert_allclose(got, want, atol=1e-5)
+
+
+class BranchMLP(nn.Module):
+    """Shapes chain ``Dense_0 -> Dense_1 -> Dense_2``, but ``Dense_2`` reads ``Dense_0``'s outputs."""
+
+    @nn.compact
+    def __call__(self, x):
+        h = nn.Dense(6)(x)
+        g = nn.Dense(6)(h)
+        return nn.Dense(3)(h) * jnp.sum(g)
+
+
+def test_a_chain_the_computation_contradicts_warns_or_is_refused():
+    model, x = BranchMLP(), jnp.ones((2, 4))
+    params = model.init(jax.random.key(0), x)
+    with pytest.warns(UserWarning, match="'params/Dense_2' reads \\['params/Dense_0'\\]"):
+        graphs.graph_spec(params, apply_fn=model.apply, example_input=x)
+    with pytest.raises(ValueError, match="params/Dense_2"):
+        graphs.graph_spec(params, apply_fn=model.apply, example_input=x, strict=True)

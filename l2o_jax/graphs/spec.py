@@ -23,7 +23,7 @@ from typing import Sequence
 import jax
 import numpy as np
 
-from l2o_jax.graphs.trace import residual_pairs
+from l2o_jax.graphs.trace import read_connections
 
 #: Roles of a neuron; hidden neurons of one layer are interchangeable, inputs and outputs are not.
 ROLE_INPUT, ROLE_HIDDEN, ROLE_OUTPUT = 0, 1, 2
@@ -456,7 +456,24 @@ def graph_spec(
     if apply_fn is None:
         return spec
     kernels = {layer.kernel_leaf: l for l, layer in enumerate(layers, start=1)}
-    return _with_residuals(spec, residual_pairs(apply_fn, params, example_input, kernels))
+    pairs, reads = read_connections(apply_fn, params, example_input, kernels)
+    _check_reads(layers, reads, strict)
+    return _with_residuals(spec, pairs)
+
+
+def _check_reads(layers: Sequence[LayerSpec], reads: dict, strict: bool) -> None:
+    """The chain by names must be the computation's: each placed layer reads the one before it."""
+    for l, layer in enumerate(layers, start=1):
+        if reads.get(l, [l - 1]) != [l - 1]:
+            before = "the inputs" if l == 1 else repr(layers[l - 2].name)
+            read = ["the inputs" if g == 0 else layers[g - 1].name for g in reads[l]]
+            message = (
+                f"graph_spec: by the model's computation, layer {layer.name!r} reads {read}, not {before} before it "
+                "in the neural graph's chain; pass order=[...] with the layers in forward order."
+            )
+            if strict:
+                raise ValueError(message)
+            warnings.warn(message, stacklevel=3)
 
 
 def _with_residuals(spec: GraphSpec, pairs) -> GraphSpec:

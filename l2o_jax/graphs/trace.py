@@ -26,8 +26,9 @@ def _sub_jaxpr(eqn):
     return None
 
 
-def _walk(jaxpr, tags: dict, pairs: set) -> list:
-    """Tags every value ``('neurons', layer)`` or ``('kernel', layer)``; collects residual layer pairs."""
+def _walk(jaxpr, tags: dict, pairs: set, reads: dict) -> list:
+    """Tags every value ``('neurons', layer)`` or ``('kernel', layer)``; collects residual layer pairs and the
+    neuron layers each placed layer reads."""
     tag = lambda v: None if hasattr(v, "val") else tags.get(v)  # literals carry a value, variables do not
     for eqn in jaxpr.eqns:
         ins = [tag(v) for v in eqn.invars]
@@ -35,8 +36,9 @@ def _walk(jaxpr, tags: dict, pairs: set) -> list:
         kernels = [t[1] for t in ins if t and t[0] == "kernel"]
         inner = _sub_jaxpr(eqn)
         if inner is not None:
-            out = _walk(inner, {v: t for v, t in zip(inner.invars, ins) if t}, pairs)
+            out = _walk(inner, {v: t for v, t in zip(inner.invars, ins) if t}, pairs, reads)
         elif eqn.primitive.name in _CONTRACTIONS and kernels and layers:
+            reads.setdefault(kernels[0], set()).update(layers)
             out = [("neurons", kernels[0])] * len(eqn.outvars)
         elif layers:
             if eqn.primitive.name in _ADDITIONS and len(layers) == 2:
@@ -50,9 +52,9 @@ def _walk(jaxpr, tags: dict, pairs: set) -> list:
     return [tag(v) for v in jaxpr.outvars]
 
 
-def residual_pairs(apply_fn, params, example_input, kernel_leaves: dict[int, int]) -> tuple[tuple[int, int], ...]:
-    """Pairs ``(earlier, later)`` of neuron layers (0 = inputs, ``l`` = outputs of the ``l``-th placed layer) that
-    the model adds together.
+def read_connections(apply_fn, params, example_input, kernel_leaves: dict[int, int]) -> tuple[tuple, dict]:
+    """Which neuron layers (0 = inputs, ``l`` = outputs of the ``l``-th placed layer) the model adds together, and
+    which ones each placed layer reads.
 
     Args:
       apply_fn: ``apply_fn(params, inputs) -> outputs``, e.g. ``model.apply``.
@@ -60,9 +62,12 @@ def residual_pairs(apply_fn, params, example_input, kernel_leaves: dict[int, int
       example_input: an input batch (only its shape and dtype are read).
       kernel_leaves: flattened-leaf index of each placed layer's kernel -> its 1-based layer index.
 
+    Returns:
+      ``(pairs, reads)``: sorted ``(earlier, later)`` residual pairs, and ``{layer: sorted neuron layers it reads}``.
+
     Example:
-      >>> residual_pairs(model.apply, params, x, {1: 1, 3: 2, 5: 3, 7: 4})   # h = h + Dense(relu(Dense(h)))
-      ((1, 3),)
+      >>> read_connections(model.apply, params, x, {1: 1, 3: 2, 5: 3, 7: 4})   # h = h + Dense(relu(Dense(h)))
+      (((1, 3),), {1: [0], 2: [1], 3: [2], 4: [3]})
     """
     shapes = jax.tree.map(lambda a: jax.ShapeDtypeStruct(np.shape(a), a.dtype), (params, example_input))
     closed = jax.make_jaxpr(apply_fn)(*shapes)
@@ -71,5 +76,6 @@ def residual_pairs(apply_fn, params, example_input, kernel_leaves: dict[int, int
     tags = {invars[i]: ("kernel", layer) for i, layer in kernel_leaves.items()}
     tags.update({v: ("neurons", 0) for v in invars[num_leaves:]})
     pairs: set = set()
-    _walk(closed.jaxpr, tags, pairs)
-    return tuple(sorted(pairs))
+    reads: dict = {}
+    _walk(closed.jaxpr, tags, pairs, reads)
+    return tuple(sorted(pairs)), {layer: sorted(groups) for layer, groups in sorted(reads.items())}
