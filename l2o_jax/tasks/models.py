@@ -64,19 +64,29 @@ class CNNClassifier(nn.Module):
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
-        if x.ndim not in (3, 4):
-            raise ValueError(f'CNNClassifier expects inputs (B, L, C) or (B, H, W, C); got shape {x.shape}.')
+        conv, spatial_axes = _same_conv(self, x)
         activation = get_activation(self.activation)
-        spatial_axes = tuple(range(1, x.ndim - 1))
         for _ in range(self.depth):
-            conv = nn.Conv(
-                self.width,
-                kernel_size=(self.kernel_size,) * len(spatial_axes),
-                padding='SAME',
-                conv_general_dilated=conv_implementation(),
-            )
-            x = activation(conv(x))
+            x = activation(conv()(x))
         return nn.Dense(self.num_classes)(jnp.mean(x, axis=spatial_axes))
+
+
+def _same_conv(module: nn.Module, x: jax.Array):
+    """``(make_conv, spatial_axes)`` for ``module``'s width and kernel size on inputs like ``x``: a new same-padded
+    ``nn.Conv`` per call, with 1-D kernels for ``(B, L, C)`` and 2-D for ``(B, H, W, C)``."""
+    if x.ndim not in (3, 4):
+        raise ValueError(f'{type(module).__name__} expects inputs (B, L, C) or (B, H, W, C); got shape {x.shape}.')
+    spatial_axes = tuple(range(1, x.ndim - 1))
+
+    def make_conv() -> nn.Conv:
+        return nn.Conv(
+            module.width,
+            kernel_size=(module.kernel_size,) * len(spatial_axes),
+            padding='SAME',
+            conv_general_dilated=conv_implementation(),
+        )
+
+    return make_conv, spatial_axes
 
 
 class ResNetClassifier(nn.Module):
@@ -100,16 +110,8 @@ class ResNetClassifier(nn.Module):
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
-        if x.ndim not in (3, 4):
-            raise ValueError(f'ResNetClassifier expects inputs (B, L, C) or (B, H, W, C); got shape {x.shape}.')
+        conv, spatial_axes = _same_conv(self, x)
         activation = get_activation(self.activation)
-        spatial_axes = tuple(range(1, x.ndim - 1))
-        conv = lambda: nn.Conv(
-            self.width,
-            kernel_size=(self.kernel_size,) * len(spatial_axes),
-            padding='SAME',
-            conv_general_dilated=conv_implementation(),
-        )
         h = conv()(x)
         for _ in range(self.depth):
             u = activation(nn.LayerNorm()(conv()(h)))  # built before the second conv, so Conv_i is in forward order
