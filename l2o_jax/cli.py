@@ -186,10 +186,10 @@ def _list_pretrained() -> None:
 
     for name in pretrained.available():
         record = pretrained.info(name)
-        learned = record["evaluation"]["learned"]
+        long_run = record["long_run"]
         print(
-            f"{name:24s} {record['config']['type']:18s} {100 * learned['final_accuracy']:.2f} % on "
-            f"{record['evaluation']['task']} after {learned['steps']} steps\n    made by: {record['command']}"
+            f"{name:24s} {record['config']['type']:18s} {100 * long_run['test_accuracy'][-1]:.2f} % test accuracy on "
+            f"{long_run['task']} after {long_run['steps']} steps\n    made by: {record['command']}"
         )
 
 
