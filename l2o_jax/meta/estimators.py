@@ -150,10 +150,6 @@ class LogUniformHorizon:
         log = jax.random.uniform(key, shape, minval=jnp.log(self.low), maxval=jnp.log(self.high))
         return jnp.clip(jnp.round(jnp.exp(log)), self.low, self.high).astype(jnp.int32)
 
-    @property
-    def longest(self) -> int:
-        return self.high
-
 
 def sample_horizons(horizon, key: jax.Array, count: int) -> jax.Array:
     """``count`` inner-run lengths: ``horizon`` itself when it is an int, else drawn from the schedule."""
@@ -307,12 +303,12 @@ def long_horizon_estimator(
     scored by the log of its mean training loss (late truncations, whose losses are small, count as much as
     early ones).
 
-    What was measured on digits CNNs (see CHANGELOG): scoring by validation loss instead (``'log_validation'``
-    at a truncation's end, ``'log_mean_validation'`` after every step) learned steps smaller than Adam's within
-    250 outer steps, the short-horizon bias of greedy objectives; the training loss learns fast steps but
-    rewards ever larger logits late in a run, so the checkpoint is then chosen by validation loss at the
-    evaluation horizon (``select_best_checkpoint(length=...)``), which catches a learned optimizer whose test
-    loss grows late.
+    What was measured on digits CNNs (docs/results/horizon_smoke.md; the prototypes are in the commit history):
+    scoring by validation loss instead (``'log_validation'`` at a truncation's end, ``'log_mean_validation'``
+    after every step) learned steps smaller than Adam's within 250 outer steps, the short-horizon bias of
+    greedy objectives; the training loss learns fast steps but rewards ever larger logits late in a run, so the
+    checkpoint is then chosen by validation loss at the evaluation horizon (``select_best_checkpoint(length=...)``),
+    which catches a learned optimizer whose test loss grows late.
 
     Example:
       >>> MetaTrainConfig(GraphL2O(hidden=16, layers=2), family, long_horizon_estimator(), outer_steps=250)
