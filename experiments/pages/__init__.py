@@ -1,0 +1,107 @@
+"""The renderers of ``docs/results/`` pages, one module per result kind, and the table helpers they share.
+
+A result JSON ``{"kind": k, ...}`` is rendered by ``RENDERERS[k]``. Adding a kind is one module here::
+
+    # experiments/pages/my_study.py
+    from experiments.pages import objective_table, renderer
+
+    @renderer("my_study")
+    def render(data: dict) -> str:
+        return objective_table(data["curves"], marks=(100, 1000))
+
+Every module of this package is imported when the package is, so registering needs nothing else.
+"""
+
+from __future__ import annotations
+
+import importlib
+import pkgutil
+import re
+from typing import Callable
+
+import numpy as np
+
+#: Page renderers by the JSON's ``kind``: ``data -> markdown`` (the page's body, without title or provenance).
+RENDERERS: dict[str, Callable[[dict], str]] = {}
+
+
+def renderer(kind: str):
+    """Registers the decorated ``data -> markdown`` function as the renderer of JSON files of ``kind``.
+
+    Example:
+      >>> @renderer("toy")
+      ... def render(data):
+      ...     return f"{len(data['values'])} values"
+    """
+
+    def register(function):
+        if kind in RENDERERS and RENDERERS[kind] is not function:
+            raise ValueError(
+                f"two renderers for result kind {kind!r}: {RENDERERS[kind].__module__} and {function.__module__}."
+            )
+        RENDERERS[kind] = function
+        return function
+
+    return register
+
+
+# --- table helpers -------------------------------------------------------------------------------------
+
+
+def slug(label: str) -> str:
+    """A file-name form of a label: ``'digits CNN-8, depth 4'`` -> ``'digits-cnn-8-depth-4'``."""
+    return re.sub(r"[^a-z0-9]+", "-", label.lower()).strip("-")
+
+
+def mean_std(values, digits: int = 4, scale: float = 1.0) -> str:
+    """``'0.1234 ± 0.0056'``: mean ± std over the leading axis (seeds)."""
+    values = scale * np.asarray(values, np.float64)
+    return f"{values.mean():.{digits}f} ± {values.std():.{digits}f}"
+
+
+def at_step(curve: dict, key: str, step: int) -> np.ndarray:
+    """A curve's per-seed values of ``key`` (``'eval_loss'`` or ``'eval_accuracy'``) at ``step``."""
+    return np.asarray(curve[key])[:, list(curve["eval_steps"]).index(step)]
+
+
+def objective_table(curves: list[dict], marks: tuple[int, ...], key: str = "eval_loss") -> str:
+    """Markdown: each curve's ``key`` at ``marks`` and its mean over the run, mean ± std over seeds."""
+    rows = [
+        "| optimizer | " + " | ".join(f"step {m}" for m in marks) + " | mean over run |",
+        "|---" * (len(marks) + 2) + "|",
+    ]
+    for c in curves:
+        cells = [mean_std(at_step(c, key, m)) for m in marks] + [mean_std(np.asarray(c[key]).mean(1))]
+        rows.append(f"| {c['name']} | " + " | ".join(cells) + " |")
+    return "\n".join(rows)
+
+
+def final_table(curves_by_task: dict[str, list[dict]], split: str = "test") -> str:
+    """Markdown: final accuracy, loss and training loss per task and optimizer, mean ± std over seeds."""
+    rows = [
+        f"| task | optimizer | {split} accuracy (%) | {split} loss | train loss (last 10 steps) |",
+        "|---|---|---|---|---|",
+    ]
+    for task, curves in curves_by_task.items():
+        for c in curves:
+            rows.append(
+                f"| {task} | {c['name']} | {100 * c['final_accuracy']:.2f} ± {100 * c['final_accuracy_std']:.2f} | "
+                f"{c['final_loss']:.4f} ± {c['final_loss_std']:.4f} | {c['final_train_loss']:.4f} |"
+            )
+    return "\n".join(rows)
+
+
+def verdict(c: dict, scale: float, digits: int) -> str:
+    """A comparison dict (``stats.Comparison`` as data) as ``'beats (+1.20, CI +0.40 to +2.00)'``."""
+    m, lo, hi = (scale * c[k] for k in ("mean_difference", "low", "high"))
+    return f"**{c['verdict']}** ({m:+.{digits}f}, CI {lo:+.{digits}f} to {hi:+.{digits}f})"
+
+
+def across_runs(values) -> str:
+    """``'95.1 ± 0.4'``: mean ± std across meta-runs of the per-run mean over seeds, in %."""
+    per_run = 100 * np.asarray(values, np.float64).reshape(-1, np.shape(values)[-1]).mean(1)
+    return f"{per_run.mean():.2f} ± {per_run.std():.2f}"
+
+
+for _module in pkgutil.iter_modules(__path__):
+    importlib.import_module(f"{__name__}.{_module.name}")
