@@ -58,6 +58,8 @@ import jax
 import jax.numpy as jnp
 from jax.flatten_util import ravel_pytree
 
+from l2o_jax.meta.unroll import init_state
+from l2o_jax.meta.unroll import rollout
 from l2o_jax.optimizers import MetaParams
 from l2o_jax.optimizers import check_meta_params
 from l2o_jax.optimizers.li_malik import LiMalikL2O
@@ -262,24 +264,18 @@ def recorded_rollout(meta_params: MetaParams, task, task_key: jax.Array, action_
     Example:
       >>> run = recorded_rollout(meta_params, task, jax.random.key(0), jax.random.key(1), 20)
     """
-    init_key, run_key = jax.random.split(task_key)
-    params = task.init(init_key)
     std = jnp.exp(meta_params.arrays["log_lr"] + meta_params.arrays["log_std"])
 
-    def step(carry, noise_key):
-        params, state, key = carry
-        key, batch_key = jax.random.split(key)
-        loss, grads = jax.value_and_grad(task.loss)(params, task.sample_batch(batch_key))
+    def rule(grads, state, params, loss, noise_key):
         mean, state, _ = li_malik_step(meta_params, state, grads, params, loss)
-        mean = ravel_pytree(mean)[0]
-        flat, unravel = ravel_pytree(params)
+        mean, unravel = ravel_pytree(mean)
         action = jax.lax.stop_gradient(mean + std * jax.random.normal(noise_key, mean.shape, mean.dtype))
-        record = (flat, ravel_pytree(grads)[0], loss, mean, action)
-        return (unravel(flat + action), state, key), record
+        return unravel(action), state, (ravel_pytree(params)[0], ravel_pytree(grads)[0], mean, action)
 
-    carry = (params, init_li_malik_state(params, meta_params.config), run_key)
-    _, record = jax.lax.scan(step, carry, jax.random.split(action_key, length))
-    return Trajectories(*record)
+    start = init_state(task, lambda params: init_li_malik_state(params, meta_params.config), task_key)
+    _, trace = rollout(task, rule, start, length, step_inputs=jax.random.split(action_key, length))
+    flat_params, flat_grads, means, actions = trace.aux
+    return Trajectories(flat_params, flat_grads, trace.losses, means, actions)
 
 
 def coordinate_states(runs: Trajectories) -> jax.Array:

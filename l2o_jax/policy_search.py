@@ -28,12 +28,13 @@ import dataclasses
 
 import jax
 import jax.numpy as jnp
-import optax
 
 from l2o_jax.gps import GuidedPolicySearch
 from l2o_jax.meta.estimators import PES
 from l2o_jax.meta.estimators import AntitheticES
 from l2o_jax.meta.unroll import fresh_unroll_loss
+from l2o_jax.meta.unroll import init_state
+from l2o_jax.meta.unroll import rollout
 from l2o_jax.optimizers import MetaParams
 from l2o_jax.optimizers import check_meta_params
 from l2o_jax.optimizers.li_malik import LiMalikL2O
@@ -56,20 +57,14 @@ def sampled_rollout(
     Example:
       >>> log_probs, losses = sampled_rollout(meta_params, task, jax.random.key(0), jax.random.key(1), 50)
     """
-    init_key, run_key = jax.random.split(task_key)
-    params = task.init(init_key)
 
+    def rule(grads, state, params, loss, step_key):
+        return li_malik_step(meta_params, state, grads, params, loss, step_key)
+
+    start = init_state(task, lambda params: init_li_malik_state(params, meta_params.config), task_key)
     # Rematerialised: the backward pass then stores one optimizer state per step, not the LSTM's activations.
-    @jax.checkpoint
-    def step(carry, action_key):
-        params, state, key = carry
-        key, batch_key = jax.random.split(key)
-        loss, grads = jax.value_and_grad(task.loss)(params, task.sample_batch(batch_key))
-        updates, state, log_prob = li_malik_step(meta_params, state, grads, params, loss, action_key)
-        return (optax.apply_updates(params, updates), state, key), (log_prob, loss)
-
-    carry = (params, init_li_malik_state(params, meta_params.config), run_key)
-    _, (log_probs, losses) = jax.lax.scan(step, carry, jax.random.split(action_key, length))
+    _, trace = rollout(task, rule, start, length, step_inputs=jax.random.split(action_key, length), remat=True)
+    log_probs, losses = trace.aux, trace.losses
     return log_probs, losses
 
 

@@ -45,7 +45,7 @@ def test_tuning_prefers_the_learning_rate_that_trains_and_records_its_rule(task)
     edge = evaluation.tune_baseline("adam", task, steps=60, learning_rates=(1e-6, 1e-2), weight_decays=(0.0,), seeds=1)
     assert edge.learning_rate == 1e-2 and edge.on_edge and "on the grid's edge" in edge.label
     with pytest.raises(ValueError, match="unknown baseline"):
-        evaluation.tune_baseline("adagrad", task, steps=20)
+        evaluation.tune_baseline("lamb", task, steps=20)
     with pytest.raises(ValueError, match="too few validation examples"):
         evaluation.tune_baseline("adam", task, steps=20, max_eval_examples=validation - 1)
 
@@ -61,7 +61,7 @@ def test_grids_are_fine_and_seed_000s_grid_is_kept_under_its_name():
 
 
 def test_baselines_include_momentum_sgd_and_warmup_cosine_adam():
-    assert set(evaluation.BASELINES) == {"adam", "rmsprop", "sgd_momentum", "adam_cosine"}
+    assert set(evaluation.BASELINES) == {"adam", "rmsprop", "sgd_momentum", "sgd", "adagrad", "adam_cosine"}
     with pytest.raises(ValueError, match="pass steps="):
         evaluation.baseline("adam_cosine", 1e-2)
     steps, params = 40, {"w": np.ones(3, np.float32)}

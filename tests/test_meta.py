@@ -8,6 +8,7 @@ import subprocess
 import sys
 import textwrap
 
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -15,6 +16,7 @@ import optax
 import pytest
 from flax import struct
 
+from l2o_jax import meta
 from l2o_jax.features import FeatureConfig
 from l2o_jax.meta import PES
 from l2o_jax.meta import AntitheticES
@@ -32,6 +34,7 @@ from l2o_jax.meta import select_best_checkpoint
 from l2o_jax.optimizers import MLPL2O
 from l2o_jax.optimizers import MetaParams
 from l2o_jax.tasks import TaskFamily
+from l2o_jax.tasks import image_task
 
 # -- a smooth toy: SGD with a learned step size on a quadratic -------------------------------------------------
 
@@ -309,3 +312,29 @@ def test_non_finite_steps_are_skipped_counted_and_stop_the_run(tmp_path):
     log_lr = {s: _log_lr(load_checkpoint(tmp_path, s, LearnedStepSGD()).arrays) for s in range(1, 8)}
     assert log_lr[3] == log_lr[2] and log_lr[6] == log_lr[7] == log_lr[5]  # skipped steps change nothing
     assert log_lr[1] != log_lr[2] != log_lr[4] != log_lr[5]  # the others do
+
+
+def test_rollout_is_one_loop_for_training_evaluation_and_recording():
+    """Evaluating every N steps does not change the run; step inputs reach the rule; observe sees each step."""
+    task = image_task("digits", model="mlp", width=8, depth=1, batch_size=16)
+    tx = optax.sgd(0.1)
+    start = meta.init_state(task, tx.init, jax.random.key(0))
+    plain, trace = meta.rollout(task, meta.optax_rule(tx), start, 6)
+    evaluated, scored = meta.rollout(task, meta.optax_rule(tx), start, 6, evaluate_every=3, max_eval_examples=64)
+    chex.assert_trees_all_close(plain.params, evaluated.params)
+    chex.assert_trees_all_close(trace.losses, scored.losses)
+    chex.assert_shape(scored.eval_loss, (3,))
+    assert scored.eval_loss[-1] < scored.eval_loss[0]
+
+    def rule(grads, state, params, loss, scale):
+        return jax.tree.map(lambda g: -scale * g, grads), state, scale * loss
+
+    scales = jnp.array([0.0, 0.0, 1.0])
+    final, recorded = meta.rollout(
+        task, rule, start, 3, step_inputs=scales, observe=lambda s: s.step, evaluate_every=1, max_eval_examples=64
+    )
+    chex.assert_trees_all_close(recorded.aux, scales * recorded.losses)
+    chex.assert_trees_all_equal(recorded.observed, jnp.arange(1, 4))
+    assert recorded.eval_loss[0] == recorded.eval_loss[2] != recorded.eval_loss[3]
+    with pytest.raises(ValueError, match="multiple of evaluate_every"):
+        meta.rollout(task, rule, start, 3, step_inputs=scales, evaluate_every=2)

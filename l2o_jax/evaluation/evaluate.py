@@ -13,6 +13,10 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from l2o_jax.meta.unroll import init_state
+from l2o_jax.meta.unroll import optax_rule
+from l2o_jax.meta.unroll import rollout
+
 #: The default grid of the tuned baselines: learning rates a factor 2 apart from 1e-4 to ~0.1, so that the
 #: best one is within a factor sqrt(2) of the grid's, times a small weight-decay grid.
 FINE_LEARNING_RATES = tuple(1e-4 * 2.0**k for k in range(11))
@@ -86,35 +90,23 @@ class EvalResult:
 
 
 def _training_run(make_tx: Callable, task, steps: int, eval_every: int, split: str, max_eval_examples: int):
-    """A pure function ``(key, hyperparams) -> curves`` training one optimizee with ``make_tx(hyperparams)``."""
+    """A pure function ``(key, hyperparams) -> (train losses, eval losses, eval accuracies)`` training one
+    optimizee with ``make_tx(hyperparams)`` by ``l2o_jax.meta.rollout``."""
     if steps % eval_every:
         raise ValueError(f"steps ({steps}) must be a multiple of eval_every ({eval_every}).")
 
     def run(key, hyper):
-        tx = optax.with_extra_args_support(make_tx(hyper))
-        init_key, run_key = jax.random.split(key)
-        params = task.init(init_key)
-
-        def step(carry, batch_key):
-            params, state = carry
-            loss, grads = jax.value_and_grad(task.loss)(params, task.sample_batch(batch_key))
-            updates, state = tx.update(grads, state, params, value=loss)
-            return (optax.apply_updates(params, updates), state), loss
-
-        def chunk(carry, chunk_key):
-            carry, losses = jax.lax.scan(step, carry, jax.random.split(chunk_key, eval_every))
-            metrics = task.evaluate(carry[0], split, max_examples=max_eval_examples)
-            return carry, (losses, metrics["loss"], metrics["accuracy"])
-
-        first = task.evaluate(params, split, max_examples=max_eval_examples)
-        _, (losses, eval_loss, eval_acc) = jax.lax.scan(
-            chunk, (params, tx.init(params)), jax.random.split(run_key, steps // eval_every)
+        tx = make_tx(hyper)
+        _, trace = rollout(
+            task,
+            optax_rule(tx),
+            init_state(task, tx.init, key),
+            steps,
+            evaluate_every=eval_every,
+            split=split,
+            max_eval_examples=max_eval_examples,
         )
-        return (
-            losses.reshape(-1),
-            jnp.concatenate([first["loss"][None], eval_loss]),
-            jnp.concatenate([first["accuracy"][None], eval_acc]),
-        )
+        return trace.losses, trace.eval_loss, trace.eval_accuracy
 
     return run
 
@@ -176,6 +168,8 @@ BASELINES = {
     "adam": lambda lr, wd, steps: optax.adamw(lr, weight_decay=wd),
     "rmsprop": lambda lr, wd, steps: optax.chain(optax.add_decayed_weights(wd), optax.rmsprop(lr)),
     "sgd_momentum": lambda lr, wd, steps: optax.chain(optax.add_decayed_weights(wd), optax.sgd(lr, momentum=0.9)),
+    "sgd": lambda lr, wd, steps: optax.chain(optax.add_decayed_weights(wd), optax.sgd(lr)),
+    "adagrad": lambda lr, wd, steps: optax.chain(optax.add_decayed_weights(wd), optax.adagrad(lr)),
     "adam_cosine": _adam_cosine,
 }
 SCHEDULED_BASELINES = ("adam_cosine",)
@@ -184,8 +178,8 @@ SCHEDULED_BASELINES = ("adam_cosine",)
 def baseline(
     name: str, learning_rate: float, weight_decay: float = 0.0, *, steps: int | None = None
 ) -> optax.GradientTransformation:
-    """A hand-made baseline by name: ``'adam'`` (AdamW), ``'rmsprop'``, ``'sgd_momentum'`` (momentum 0.9) or
-    ``'adam_cosine'`` (AdamW, 5 % linear warmup, cosine decay to 0 at ``steps``, which it needs).
+    """A hand-made baseline by name: ``'adam'`` (AdamW), ``'rmsprop'``, ``'sgd_momentum'`` (momentum 0.9), ``'sgd'``,
+    ``'adagrad'`` or ``'adam_cosine'`` (AdamW, 5 % linear warmup, cosine decay to 0 at ``steps``, which it needs).
 
     Example:
       >>> tx = baseline('adam', 1e-3, 1e-5)

@@ -1,4 +1,5 @@
-"""Meta-training: inner unrolls, meta-gradient estimators, the outer loop, sharding, model selection."""
+"""Meta-training: the one inner-training loop (``rollout``), inner unrolls, meta-gradient estimators, the outer
+loop, sharding, model selection."""
 
 from l2o_jax.meta.estimators import ESTIMATORS
 from l2o_jax.meta.estimators import PES
@@ -20,9 +21,13 @@ from l2o_jax.meta.trainer import meta_train
 from l2o_jax.meta.trainer import outer_optimizer
 from l2o_jax.meta.trainer import read_metrics
 from l2o_jax.meta.unroll import InnerState
+from l2o_jax.meta.unroll import Trace
 from l2o_jax.meta.unroll import UnrollConfig
 from l2o_jax.meta.unroll import fresh_unroll_loss
 from l2o_jax.meta.unroll import init_inner_state
+from l2o_jax.meta.unroll import init_state
+from l2o_jax.meta.unroll import optax_rule
+from l2o_jax.meta.unroll import rollout
 from l2o_jax.meta.unroll import unroll
 
 __all__ = [
@@ -31,6 +36,7 @@ __all__ = [
     "AntitheticES",
     "FullUnrollBPTT",
     "InnerState",
+    "Trace",
     "LogUniformHorizon",
     "MetaTrainConfig",
     "MetaTrainResult",
@@ -40,6 +46,9 @@ __all__ = [
     "checkpoint_steps",
     "fresh_unroll_loss",
     "init_inner_state",
+    "init_state",
+    "optax_rule",
+    "rollout",
     "load_checkpoint",
     "long_horizon_estimator",
     "meta_train",

@@ -1,4 +1,4 @@
-"""Inner training runs of an optimizee under a learned optimizer, as ``jax.lax.scan`` s.
+"""Inner training runs of an optimizee, as ``jax.lax.scan`` s: ``rollout`` is the one inner loop of the package.
 
 Everything here is a pure function of (meta-parameters, task, key): batches are drawn inside the scan, the
 learned optimizer's transform is built inside the traced function so meta-gradients reach the meta-parameters.
@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 from typing import Any
+from typing import Callable
 from typing import NamedTuple
 
 import jax
@@ -63,10 +64,7 @@ def init_inner_state(meta_params: MetaParams, task, key: jax.Array) -> InnerStat
     Example:
       >>> state = init_inner_state(meta_params, task, jax.random.key(0))
     """
-    init_key, run_key = jax.random.split(key)
-    params = task.init(init_key)
-    opt_state = learned_transform_for(meta_params, task).init(params)
-    return InnerState(params=params, opt_state=opt_state, step=jnp.zeros([], jnp.int32), key=run_key)
+    return init_state(task, learned_transform_for(meta_params, task).init, key)
 
 
 def _inner_value_and_grad(meta_params: MetaParams, task, config: UnrollConfig):
@@ -84,27 +82,141 @@ def _inner_value_and_grad(meta_params: MetaParams, task, config: UnrollConfig):
     return stopped if config.stop_inner_gradient else value_and_grad
 
 
-def _inner_step(meta_params: MetaParams, task, config: UnrollConfig):
-    tx = learned_transform_for(meta_params, task)
-    value_and_grad = _inner_value_and_grad(meta_params, task, config)
+#: ``(grads, opt_state, params, loss, step_input) -> (updates, opt_state, aux)``: how one inner step turns a
+#: gradient into an update. ``step_input`` is the step's slice of ``rollout``'s ``step_inputs`` (e.g. a key for
+#: a sampling policy); ``aux`` is anything the caller wants recorded per step.
+UpdateRule = Callable[[Any, Any, Any, jax.Array, Any], tuple[Any, Any, Any]]
 
-    def step(state: InnerState, _):
+
+def optax_rule(tx: optax.GradientTransformation) -> UpdateRule:
+    """The update rule of an optax transform (learned ones get ``value=loss``); records nothing.
+
+    Example:
+      >>> final, trace = rollout(task, optax_rule(optax.adam(1e-3)), init_state(task, optax.adam(1e-3).init, key), 100)
+    """
+    tx = optax.with_extra_args_support(tx)
+
+    def rule(grads, opt_state, params, loss, _):
+        updates, opt_state = tx.update(grads, opt_state, params, value=loss)
+        return updates, opt_state, None
+
+    return rule
+
+
+class Trace(NamedTuple):
+    """What ``rollout`` records.
+
+    Attributes:
+      losses: ``(length,)`` training loss before each step.
+      aux: the update rule's per-step records, stacked (``None`` when it records nothing).
+      observed: ``observe(state)`` after each step, stacked (``None`` without ``observe``).
+      eval_loss, eval_accuracy: ``(length // evaluate_every + 1,)`` on the evaluation split, before training
+        and every ``evaluate_every`` steps (``None`` without ``evaluate_every``).
+    """
+
+    losses: jax.Array
+    aux: Any = None
+    observed: Any = None
+    eval_loss: jax.Array | None = None
+    eval_accuracy: jax.Array | None = None
+
+
+def init_state(task, init_opt_state: Callable[[Any], Any], key: jax.Array) -> InnerState:
+    """A freshly initialised optimizee of ``task`` and its optimizer state ``init_opt_state(params)`` (e.g. an optax
+    transform's ``init``); ``key`` fixes the initialisation and, through ``InnerState.key``, every batch the run
+    draws.
+
+    Example:
+      >>> state = init_state(task, optax.adam(1e-3).init, jax.random.key(0))
+    """
+    init_key, run_key = jax.random.split(key)
+    params = task.init(init_key)
+    return InnerState(params=params, opt_state=init_opt_state(params), step=jnp.zeros([], jnp.int32), key=run_key)
+
+
+def rollout(
+    task,
+    rule: UpdateRule,
+    state: InnerState,
+    length: int,
+    *,
+    step_inputs=None,
+    value_and_grad: Callable | None = None,
+    observe: Callable[[InnerState], Any] | None = None,
+    evaluate_every: int | None = None,
+    split: str = "test",
+    max_eval_examples: int = 2048,
+    remat: bool = False,
+) -> tuple[InnerState, Trace]:
+    """Trains an optimizee ``length`` steps: the one inner-training loop of the package (a ``jax.lax.scan``).
+
+    Each step draws a training batch from the state's key, takes ``value_and_grad`` (default
+    ``jax.value_and_grad(task.loss)``) and applies ``rule``'s update. Meta-training, evaluation, tuning, the
+    policy-search trainers all call it.
+
+    Args:
+      task: an ``l2o_jax.tasks.Task``.
+      rule: the update rule, e.g. ``optax_rule(tx)``.
+      state: where to start (``init_state``).
+      length: number of steps (static).
+      step_inputs: optional pytree with a leading ``length`` axis, one slice per step, passed to ``rule``.
+      value_and_grad: ``(params, batch) -> (loss, grads)``.
+      observe: optional ``state -> record`` after each step (e.g. a validation loss).
+      evaluate_every: when given, scores ``split`` before training and every that many steps (``length`` must be a
+        multiple of it).
+      split, max_eval_examples: what the evaluation scores.
+      remat: rematerialise each step in the backward pass (memory flat in ``length``).
+
+    Returns:
+      ``(final_state, Trace)``.
+
+    Example:
+      >>> tx = optax.adam(1e-3)
+      >>> final, trace = rollout(task, optax_rule(tx), init_state(task, tx.init, key), 200, evaluate_every=20)
+      >>> trace.eval_accuracy[-1]
+    """
+    value_and_grad = value_and_grad or jax.value_and_grad(task.loss)
+
+    def step(state: InnerState, step_input):
         key, batch_key = jax.random.split(state.key)
         loss, grads = value_and_grad(state.params, task.sample_batch(batch_key))
-        updates, opt_state = tx.update(grads, state.opt_state, state.params, value=loss)
-        params = optax.apply_updates(state.params, updates)
-        validation = jnp.zeros([], loss.dtype)
-        if config.meta_loss == "log_mean_validation":
-            validation = task.loss(params, task.sample_batch(jax.random.fold_in(batch_key, 1), "validation"))
-        return InnerState(params, opt_state, state.step + 1, key), (loss, validation)
+        updates, opt_state, aux = rule(grads, state.opt_state, state.params, loss, step_input)
+        state = InnerState(optax.apply_updates(state.params, updates), opt_state, state.step + 1, key)
+        return state, (loss, aux, None if observe is None else observe(state))
 
-    return jax.checkpoint(step) if config.remat else step
+    step = jax.checkpoint(step) if remat else step
+    if evaluate_every is None:
+        final, (losses, aux, observed) = jax.lax.scan(step, state, step_inputs, length=length)
+        return final, Trace(losses, aux, observed)
+    if length % evaluate_every:
+        raise ValueError(f"length ({length}) must be a multiple of evaluate_every ({evaluate_every}).")
+
+    def evaluate(params):
+        return task.evaluate(params, split, max_examples=max_eval_examples)
+
+    def chunk(state, chunk_inputs):
+        state, records = jax.lax.scan(step, state, chunk_inputs, length=evaluate_every)
+        metrics = evaluate(state.params)
+        return state, (records, metrics["loss"], metrics["accuracy"])
+
+    chunks = length // evaluate_every
+    chunk_inputs = jax.tree.map(lambda x: x.reshape(chunks, evaluate_every, *x.shape[1:]), step_inputs)
+    final, (records, eval_loss, eval_acc) = jax.lax.scan(chunk, state, chunk_inputs, length=chunks)
+    losses, aux, observed = jax.tree.map(lambda x: x.reshape(length, *x.shape[2:]), records)
+    first = evaluate(state.params)
+    return final, Trace(
+        losses,
+        aux,
+        observed,
+        jnp.concatenate([first["loss"][None], eval_loss]),
+        jnp.concatenate([first["accuracy"][None], eval_acc]),
+    )
 
 
 def unroll(
     meta_params: MetaParams, task, state: InnerState, length: int, config: UnrollConfig = UnrollConfig()
 ) -> tuple[jax.Array, tuple[InnerState, jax.Array]]:
-    """Trains the optimizee for ``length`` steps from ``state`` and scores the run.
+    """Trains the optimizee for ``length`` steps from ``state`` under the learned optimizer and scores the run.
 
     Args:
       meta_params: the learned optimizer.
@@ -119,8 +231,19 @@ def unroll(
     Example:
       >>> loss, (state, losses) = unroll(meta_params, task, init_inner_state(meta_params, task, key), 100)
     """
-    final, (losses, validation) = jax.lax.scan(_inner_step(meta_params, task, config), state, None, length=length)
-    return _score(losses, validation, final, task, config), (final, losses)
+    observe = None
+    if config.meta_loss == "log_mean_validation":
+        observe = lambda s: task.loss(s.params, task.sample_batch(jax.random.fold_in(s.key, 1), "validation"))
+    final, trace = rollout(
+        task,
+        optax_rule(learned_transform_for(meta_params, task)),
+        state,
+        length,
+        value_and_grad=_inner_value_and_grad(meta_params, task, config),
+        observe=observe,
+        remat=config.remat,
+    )
+    return _score(trace.losses, trace.observed, final, task, config), (final, trace.losses)
 
 
 def _score(losses, validation, final: InnerState, task, config: UnrollConfig) -> jax.Array:
