@@ -4,6 +4,8 @@ Examples:
   l2o-jax quickstart --workdir runs/quickstart
   l2o-jax meta-train --config paper --workdir runs/paper --outer-steps 1000
   l2o-jax meta-train --config paper --workdir runs/paper_dry --dry-run   # the same pipeline, tiny, seconds
+  l2o-jax meta-train --config quickstart --set estimator=pes --set learned_optimizer.hidden=32 --workdir runs/pes
+  l2o-jax meta-train --config quickstart --print-config > my_study.json   # edit, then --config my_study.json
   l2o-jax evaluate --meta-params runs/quickstart/best_meta_params --dataset digits --width 64 --steps 300
   l2o-jax evaluate --meta-params ng-gnn-digits --dataset mnist1d --width 32
   l2o-jax pretrained
@@ -81,8 +83,8 @@ def _tiny_estimator_fields(estimator) -> dict:
 def _run(config: study.StudyConfig, args) -> None:
     config = dry_run(config) if getattr(args, "dry_run", False) else config
     config = config.with_overrides(**_overrides(args))
-    print(f"l2o-jax: running the {args.config} preset", flush=True)
-    print(config.meta.to_json(), flush=True)
+    print(f"l2o-jax: running the {args.config} study", flush=True)
+    print(config.to_json(), flush=True)
     summary = study.run_study(config, args.workdir, progress=not args.no_progress)
     with open(f"{args.workdir}/results.md") as f:
         print("\n" + f.read())
@@ -139,8 +141,19 @@ def build_parser() -> argparse.ArgumentParser:
     quick.add_argument("--workdir", default="runs/quickstart")
     _add_overrides(quick)
     train = sub.add_parser("meta-train", help="run a preset study (meta-train, select, evaluate, report)")
-    train.add_argument("--config", default="quickstart", choices=sorted(study.PRESETS))
-    train.add_argument("--workdir", required=True)
+    train.add_argument(
+        "--config", default="quickstart", help=f"a preset ({', '.join(sorted(study.PRESETS))}) or a study JSON file"
+    )
+    train.add_argument(
+        "--set",
+        dest="settings",
+        action="append",
+        default=[],
+        metavar="PATH=VALUE",
+        help="override a field, e.g. outer_steps=300, estimator=pes, eval_task.width=64 (repeatable)",
+    )
+    train.add_argument("--print-config", action="store_true", help="print the study as JSON (after --set) and exit")
+    train.add_argument("--workdir")
     train.add_argument("--dry-run", action="store_true", help="the preset's pipeline at a tiny size (seconds, CPU)")
     _add_overrides(train)
     ev = sub.add_parser("evaluate", help="evaluate saved meta-parameters on a task against a tuned baseline")
@@ -205,7 +218,18 @@ def main(argv: list[str] | None = None) -> int:
         args.config = "quickstart"
         _run(study.preset("quickstart"), args)
     elif args.command == "meta-train":
-        _run(study.preset(args.config), args)
+        try:
+            config = study.load_config(args.config, args.settings)
+        except ValueError as error:
+            print(f"l2o-jax meta-train: {error}", file=sys.stderr)
+            return 2
+        if args.print_config:
+            print(config.to_json())
+            return 0
+        if not args.workdir:
+            print("l2o-jax meta-train: --workdir is required (where the runs, tables and plots go).", file=sys.stderr)
+            return 2
+        _run(config, args)
     elif args.command == "evaluate":
         _evaluate(args)
     elif args.command == "pretrained":

@@ -24,10 +24,15 @@ from l2o_jax.meta import meta_train
 from l2o_jax.meta import select_best_checkpoint
 from l2o_jax.meta.unroll import learned_transform_for
 from l2o_jax.optimizers import GraphL2O
+from l2o_jax.optimizers import config_from_dict
+from l2o_jax.optimizers import config_to_dict
+from l2o_jax.optimizers import override
+from l2o_jax.optimizers import register_config
 from l2o_jax.tasks import TaskFamily
 from l2o_jax.tasks import image_task
 
 
+@register_config
 @dataclasses.dataclass(frozen=True)
 class StudyConfig:
     """A meta-training run plus how its result is selected and judged.
@@ -67,6 +72,24 @@ class StudyConfig:
     tuning_seeds: int = 3
     tuning_select_by: str = "loss"
     compare_at: tuple[int, ...] = ()
+
+    def to_json(self) -> str:
+        """The study as JSON (the config encoding of ``l2o_jax.optimizers.config_to_dict``): a file a user can edit
+        and pass back as ``l2o-jax meta-train --config FILE``."""
+        return json.dumps(config_to_dict(self), indent=2, sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> "StudyConfig":
+        """Inverse of ``to_json``; anything else is a clear error naming what is wrong.
+
+        Example:
+          >>> StudyConfig.from_json(preset('quickstart').to_json()) == preset('quickstart')
+          True
+        """
+        config = config_from_dict(json.loads(text))
+        if not isinstance(config, cls):
+            raise ValueError(f"the JSON holds a {type(config).__name__}, not a {cls.__name__}.")
+        return config
 
     def with_overrides(self, **changes) -> "StudyConfig":
         """A copy with meta-training fields (``outer_steps``, ``meta_lr``, ``seed``...) or study fields replaced."""
@@ -137,6 +160,56 @@ def preset(name: str) -> StudyConfig:
     if name not in PRESETS:
         raise ValueError(f"unknown preset {name!r}; available: {sorted(PRESETS)}.")
     return PRESETS[name]()
+
+
+def load_config(name_or_path: str, settings: tuple[str, ...] | list[str] = ()) -> StudyConfig:
+    """A preset by name or a JSON file written by ``StudyConfig.to_json``, with dotted overrides applied in order.
+
+    A setting names a field of the study (``eval_steps=3000``) or of its meta-training run, with or without the
+    ``meta.`` prefix (``outer_steps=300``, ``meta.estimator=pes``, ``learned_optimizer.hidden=32``); values are
+    read as in ``l2o_jax.optimizers.override``.
+
+    Example:
+      >>> config = load_config('quickstart', ['outer_steps=300', 'estimator=pes', 'eval_task.width=32'])
+    """
+    if name_or_path in PRESETS:
+        config = preset(name_or_path)
+    elif os.path.isfile(name_or_path):
+        with open(name_or_path) as f:
+            try:
+                config = StudyConfig.from_json(f.read())
+            except (ValueError, TypeError) as error:
+                raise ValueError(f"{name_or_path}: not a study configuration: {error}") from error
+    else:
+        raise ValueError(f"--config {name_or_path!r} is neither a preset ({sorted(PRESETS)}) nor a file.")
+    return apply_settings(config, settings)
+
+
+def apply_settings(config: StudyConfig, settings) -> StudyConfig:
+    """``config`` with each ``'dotted.path=value'`` of ``settings`` applied (see ``load_config``).
+
+    Example:
+      >>> apply_settings(preset('quickstart'), ['meta_seeds=5']).meta_seeds
+      5
+    """
+    study_fields = {f.name for f in dataclasses.fields(StudyConfig)}
+    meta_fields = {f.name for f in dataclasses.fields(MetaTrainConfig)}
+    for setting in settings:
+        path = setting.partition("=")[0]
+        head = path.split(".")[0]
+        if head not in study_fields:
+            if head not in meta_fields:
+                raise ValueError(
+                    f"cannot set {path!r}: neither the study ({sorted(study_fields)}) nor its meta-training run "
+                    f"({sorted(meta_fields)}) has a field {head!r}."
+                )
+            setting = "meta." + setting
+        config = override(config, setting)
+    if config.meta.outer_steps % config.meta.checkpoint_every and not any(
+        s.split("=")[0].endswith("checkpoint_every") for s in settings
+    ):
+        config = config.with_overrides(outer_steps=config.meta.outer_steps)  # checkpoints that divide the run
+    return config
 
 
 def train_and_select(study: StudyConfig, workdir: str | os.PathLike, *, progress: bool = True, log=print):
@@ -213,8 +286,9 @@ def run_study(study: StudyConfig, workdir: str | os.PathLike, *, progress: bool 
 
     Writes one meta-training run per meta-seed (``meta_seed_<seed>/``), ``best_meta_params/`` (the meta-run whose
     selected checkpoint has the lowest validation loss; loadable with ``l2o_jax.load_meta_params``),
-    ``results.md``, ``accuracy.png``, ``results.json`` (every run's curves) and ``summary.json`` (every run's
-    numbers and the bootstrap comparisons with each tuned baseline).
+    ``results.md``, ``accuracy.png``, ``results.json`` (every run's curves), ``summary.json`` (every run's
+    numbers and the bootstrap comparisons with each tuned baseline) and ``study.json`` (the configuration, which
+    ``l2o-jax meta-train --config`` reads back).
 
     Example:
       >>> summary = run_study(preset('quickstart'), 'runs/quickstart')
@@ -223,6 +297,9 @@ def run_study(study: StudyConfig, workdir: str | os.PathLike, *, progress: bool 
         raise ValueError(f"meta_seeds must be at least 1, got {study.meta_seeds}.")
     workdir = os.path.abspath(os.fspath(workdir))
     started = time.perf_counter()
+    os.makedirs(workdir, exist_ok=True)
+    with open(os.path.join(workdir, "study.json"), "w") as f:  # rerun with: l2o-jax meta-train --config study.json
+        f.write(study.to_json())
     runs = []
     for seed in range(study.meta.seed, study.meta.seed + study.meta_seeds):
         run = dataclasses.replace(study, meta=dataclasses.replace(study.meta, seed=seed))

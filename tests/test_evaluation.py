@@ -141,7 +141,27 @@ def test_quickstart_pipeline_end_to_end(tmp_path):
     assert (study.StudyConfig.meta_seeds, study.StudyConfig.selection_seeds) == (3, 3)
 
 
-def test_cli_rejects_unknown_preset(capsys):
-    with pytest.raises(SystemExit):
-        cli_main(["meta-train", "--config", "nope", "--workdir", "x"])
-    assert "invalid choice" in capsys.readouterr().err
+def test_studies_are_data_a_user_can_print_edit_and_override(tmp_path, capsys):
+    argv = ["meta-train", "--config", "quickstart", "--set", "outer_steps=300", "--set", "estimator=pes"]
+    assert cli_main([*argv, "--set", "eval_task.width=64", "--print-config"]) == 0
+    path = tmp_path / "study.json"
+    path.write_text(capsys.readouterr().out)
+    config = study.load_config(str(path), ["learned_optimizer.hidden=8", "learning_rates=[0.001, 0.01]"])
+    truncated = study.preset("quickstart").meta.estimator
+    assert type(config.meta.estimator).__name__ == "PES"
+    assert (config.meta.estimator.truncation_length, config.meta.estimator.horizon) == (
+        truncated.truncation_length,
+        truncated.horizon,
+    )
+    assert (config.meta.outer_steps, config.eval_task["width"], config.meta.learned_optimizer.hidden) == (300, 64, 8)
+    assert config.learning_rates == (0.001, 0.01) and config.meta.outer_steps % config.meta.checkpoint_every == 0
+    assert study.StudyConfig.from_json(config.to_json()) == config
+    for args, message in [
+        (["--config", "nope"], "neither a preset"),
+        (["--set", "nope=1"], "has a field 'nope'"),
+        (["--set", "estimator=banana"], "no config class of that name"),
+        (["--set", "outer_steps"], "dotted.path=value"),
+        (["--set", "learned_optimizer.hidden.x=1"], "would be a field of a int"),
+    ]:
+        assert cli_main(["meta-train", *args, "--print-config"]) == 2
+        assert message in capsys.readouterr().err

@@ -115,9 +115,11 @@ def test_amortized_trains_scalegmn_on_a_grey_cifar10_cnn_zoo(scripts, tmp_path):
 
 def test_meta_train_paper_preset_dry_run_from_the_command_line(scripts, tmp_path, capsys):
     from l2o_jax import cli
+    from l2o_jax import study
 
     assert cli.main(["meta-train", "--config", "paper", "--dry-run", "--workdir", str(tmp_path), "--no-progress"]) == 0
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert summary["eval_task"].startswith("cifar10/cnn-w8") and len(summary["results"]) == 3  # 2 meta-seeds, Adam
     assert all(r["finite"] and math.isfinite(r["final_accuracy"]) for r in summary["results"])
     assert (tmp_path / "best_meta_params").is_dir() and "cifar10" in capsys.readouterr().out
+    assert study.load_config(str(tmp_path / "study.json")).meta_seeds == 2  # the run's config, readable back

@@ -28,6 +28,7 @@ from l2o_jax.optimizers.registry import abstract_meta_params
 from l2o_jax.optimizers.registry import config_from_dict
 from l2o_jax.optimizers.registry import config_to_dict
 from l2o_jax.optimizers.registry import families
+from l2o_jax.optimizers.registry import override
 from l2o_jax.optimizers.registry import register_config
 from l2o_jax.optimizers.registry import register_family
 
@@ -47,6 +48,7 @@ __all__ = [
     "config_from_dict",
     "config_to_dict",
     "families",
+    "override",
     "graph_l2o",
     "learned_transform",
     "li_malik_l2o",
