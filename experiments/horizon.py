@@ -362,6 +362,24 @@ def plot_task(curves: dict, path: str, title: str) -> str:
     return path
 
 
+def task_result(study: HorizonStudy, held_out: HeldOutTask, workdir: str, figure: str, log=print) -> dict:
+    """One held-out task's entry of the result: tuned baselines, curves, comparisons, speed-ups and the figure
+    (written to the path ``figure``, named by its file name)."""
+    tuned = tune_baselines(study, held_out, workdir, log)
+    curves = evaluate_task(study, held_out, tuned, workdir, log)
+    plot_task(curves, figure, f"{held_out.label} ({held_out.changes})")
+    return {
+        "task": held_out.task,
+        "changes": held_out.changes,
+        "steps": held_out.steps,
+        "figure": os.path.basename(figure),
+        "tuned": tuned,
+        "comparisons": compare_at_horizons(study, curves),
+        "speedups": speedups(study, curves),
+        "curves": curves,
+    }
+
+
 def run(study: HorizonStudy, workdir: str, out: str, scale: str, progress: bool = True, log=print) -> dict:
     """The whole study; returns the result's data (also written, with its page and figures, to ``out``, after
     every held-out task, so a study cut short still has a page for the tasks it finished)."""
@@ -371,32 +389,21 @@ def run(study: HorizonStudy, workdir: str, out: str, scale: str, progress: bool 
     data = {
         "kind": "horizon",
         "title": f"Long-horizon learned optimizers ({scale} scale)",
-        "protocol": _protocol(study),
+        "protocol": protocol(study),
         "selection": selected,
         "tasks": {},
     }
     for held_out in study.held_out:
-        tuned = tune_baselines(study, held_out, workdir, log)
-        curves = evaluate_task(study, held_out, tuned, workdir, log)
         figure = f"horizon_{scale}_{report.slug(held_out.label)}.png"
-        plot_task(curves, os.path.join(out, figure), f"{held_out.label} ({held_out.changes})")
-        data["tasks"][held_out.label] = {
-            "task": held_out.task,
-            "changes": held_out.changes,
-            "steps": held_out.steps,
-            "figure": figure,
-            "tuned": tuned,
-            "comparisons": compare_at_horizons(study, curves),
-            "speedups": speedups(study, curves),
-            "curves": curves,
-        }
+        data["tasks"][held_out.label] = task_result(study, held_out, workdir, os.path.join(out, figure), log)
         data["not_run"] = [t.label for t in study.held_out if t.label not in data["tasks"]]
         data["provenance"] = report.provenance(started)
         report.save(data, os.path.join(out, f"horizon_{scale}.json"))
     return data
 
 
-def _protocol(study: HorizonStudy) -> dict:
+def protocol(study: HorizonStudy) -> dict:
+    """The study's protocol as JSON-ready data, for the result page."""
     return {
         "learned": {label: io.config_to_dict(config) for label, config in study.learned.items()},
         "meta_training": json.loads(study.meta_config(next(iter(study.learned.values())), 0).to_json()),

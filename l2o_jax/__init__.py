@@ -28,6 +28,7 @@ from l2o_jax.optimizers import LiMalikL2O
 from l2o_jax.optimizers import MetaParams
 from l2o_jax.optimizers import OutputConfig
 from l2o_jax.optimizers import RecurrentGraphL2O
+from l2o_jax.optimizers import ScaleGraphL2O
 from l2o_jax.optimizers import TransformerL2O
 
 
@@ -47,6 +48,7 @@ recurrent_graph_l2o = _by_name(optimizers.recurrent_graph_l2o)
 mlp_l2o = _by_name(optimizers.mlp_l2o)
 lstm_l2o = _by_name(optimizers.lstm_l2o)
 li_malik_l2o = _by_name(optimizers.li_malik_l2o)
+scale_graph_l2o = _by_name(optimizers.scale_graph_l2o)
 
 __version__ = "0.1.0"
 
@@ -62,6 +64,7 @@ __all__ = [
     "OutputConfig",
     "ProbeConfig",
     "RecurrentGraphL2O",
+    "ScaleGraphL2O",
     "TransformerL2O",
     "graph_l2o",
     "io",
@@ -73,5 +76,6 @@ __all__ = [
     "pretrained",
     "recurrent_graph_l2o",
     "save_meta_params",
+    "scale_graph_l2o",
     "transformer_l2o",
 ]

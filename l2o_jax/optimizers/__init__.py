@@ -31,6 +31,8 @@ from l2o_jax.optimizers.registry import families
 from l2o_jax.optimizers.registry import override
 from l2o_jax.optimizers.registry import register_config
 from l2o_jax.optimizers.registry import register_family
+from l2o_jax.optimizers.scale_graph import ScaleGraphL2O
+from l2o_jax.optimizers.scale_graph import scale_graph_l2o
 
 __all__ = [
     "GraphL2O",
@@ -42,6 +44,7 @@ __all__ = [
     "MetaParams",
     "OutputConfig",
     "RecurrentGraphL2O",
+    "ScaleGraphL2O",
     "TransformerL2O",
     "abstract_meta_params",
     "check_meta_params",
@@ -57,6 +60,7 @@ __all__ = [
     "recurrent_graph_l2o",
     "register_config",
     "register_family",
+    "scale_graph_l2o",
     "tiny_mlp_params",
     "transformer_l2o",
 ]

@@ -184,6 +184,17 @@ class LearnedOptimizer:
         """The stand-in optimizee whose features initialise the meta-network (a tiny MLP)."""
         return tiny_mlp_params()
 
+    def step_frame(self, params, context) -> Any:
+        """Per-parameter positive units ``u`` (a pytree like ``params``) the meta-network works in, or ``None``.
+
+        With units, the network sees ``params / u``, gradients and momenta times ``u`` (second moments times
+        ``u**2``), and its step, Adam's base included, is multiplied by ``u``: the optimizer runs in the
+        reparametrisation ``params = u * canonical`` (``scale_graph_l2o``'s scale-normalised network). Default:
+        ``None``, the parameters' own units.
+        """
+        del params, context
+        return None
+
     # -- shared ---------------------------------------------------------------------------------------
     def init(self, key: jax.Array) -> MetaParams:
         """Fresh meta-parameters for this learned optimizer.
@@ -272,18 +283,37 @@ def learned_transform(meta_params: MetaParams, **options) -> optax.GradientTrans
                 "tx.update(grads, state, params) (learned optimizers read the weights)."
             )
         features = update_feature_state(state.features, updates, config.features)
-        feats = parameter_features(params, updates, features, config.features)
-        glob = global_features(features.count, value, config.features)
         context = config.architecture_spec(params, **options)
+        units = config.step_frame(params, context)
+        seen_params, seen_grads, seen = (
+            (params, updates, features) if units is None else _in_units(units, params, updates, features)
+        )
+        feats = parameter_features(seen_params, seen_grads, seen, config.features)
+        glob = global_features(features.count, value, config.features)
         inputs = config.step_inputs(meta_params.arrays, params, context)
         out, recurrent = network.apply(
             {"params": meta_params.arrays["net"]}, feats, glob, context, state.recurrent, **inputs
         )
-        base = adam_direction(features, config.features) if config.output.base == "adam" else None
+        base = adam_direction(seen, config.features) if config.output.base == "adam" else None
         step = _steps(out, base, meta_params.arrays["log_lr"], config.output, params)
+        if units is not None:
+            step = jax.tree.map(lambda s, u: (s * u).astype(s.dtype), step, units)
         return step, L2OState(features=features, recurrent=recurrent)
 
     return optax.GradientTransformationExtraArgs(init_fn, update_fn)
+
+
+def _in_units(units, params, grads, features: FeatureState):
+    """Parameters, gradients and feature statistics in the units ``units`` (see ``LearnedOptimizer.step_frame``)."""
+    times = lambda x, u: x * u.astype(jnp.float32)
+    return (
+        jax.tree.map(lambda p, u: p / u.astype(p.dtype), params, units),
+        jax.tree.map(lambda g, u: g * u.astype(g.dtype), grads, units),
+        features._replace(
+            momenta=jax.tree.map(lambda m, u: times(m, u[..., None]), features.momenta, units),
+            second_moment=jax.tree.map(lambda v, u: times(v, u * u), features.second_moment, units),
+        ),
+    )
 
 
 def _steps(out, base, log_lr, config: OutputConfig, params):
