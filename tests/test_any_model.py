@@ -1,5 +1,9 @@
-"""Graph learned optimizers on models beyond MLPs and CNNs: parameters outside the neural graph, ResNet and
-transformer tasks, NNX."""
+"""Graph learned optimizers on models beyond MLPs and CNNs: parameters outside the neural graph, the graph read
+from the computation (residual connections, normalisation, attention, embeddings), ResNet and transformer tasks,
+NNX and Linen TrainState."""
+
+import functools
+import warnings
 
 import flax.linen as nn
 import jax
@@ -8,11 +12,13 @@ import numpy as np
 import optax
 import pytest
 from flax import nnx
+from flax.training import train_state
 from problems import randomized
 
 import l2o_jax
 from l2o_jax import graphs
 from l2o_jax.tasks import image_task
+from l2o_jax.tasks.models import TransformerClassifier
 
 
 class ScaledMLP(nn.Module):
@@ -52,6 +58,17 @@ def test_graph_spec_leaves_unknown_parameters_outside_the_graph():
         graphs.graph_to_params(edges, nodes, spec)
     with pytest.raises(ValueError, match="no Dense/Conv layer"):
         graphs.graph_spec({"Embed_0": {"embedding": jnp.ones((5, 3))}})
+    # Read from the computation, the LayerNorm acts on Dense_0's neurons; the scalar temperature stays outside.
+    read = dict(apply_fn=ScaledMLP().apply, example_input=jnp.ones((2, 4)))
+    with pytest.warns(graphs.UnplacedParametersWarning, match="params/temperature"):
+        spec = graphs.graph_spec(params, **read)
+    assert spec.unplaced_paths == ("params/temperature",)
+    assert [(spec.leaf_paths[leaf][-1], layer, kind) for leaf, layer, kind in spec.neuron_params] == [
+        ("bias", 1, "shift"),
+        ("scale", 1, "scale"),
+    ]
+    with pytest.raises(ValueError, match="params/temperature"):
+        graphs.graph_spec(params, strict=True, **read)
 
 
 def test_layers_off_the_heaviest_chain_and_attention_projections_stay_outside():
@@ -112,10 +129,15 @@ def test_graph_optimizers_train_resnet_and_transformer(factory, task_name):
     params = task.init(jax.random.key(0))
     batch = task.sample_batch(jax.random.key(1))
     read = dict(activations=task.activations, apply_fn=task.apply, example_input=batch[0])
-    with pytest.warns(graphs.UnplacedParametersWarning, match="LayerNorm_0/scale"):
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", graphs.UnplacedParametersWarning)  # every parameter is in the graph
         spec = graphs.graph_spec(params, **read)
-    assert len(spec.layers) == len(task.activations)
-    assert len(spec.residual_senders) == spec.widths[1]  # the one block's skip connection
+    assert spec.unplaced == ()
+    if task_name == "resnet":  # one block: one skip connection; both LayerNorms' scales and shifts
+        assert len(spec.residual_senders) == spec.widths[1] and len(spec.neuron_params) == 4
+    else:  # attention and MLP skips; three LayerNorms and the query/key/value biases; 40 position neurons
+        assert len(spec.residual_senders) == 2 * spec.widths[1] and len(spec.neuron_params) == 9
+        assert spec.layers[1].cell_leaves and spec.layers[0].input_tables[0][1] == 40
     tx = optax.chain(optax.clip_by_global_norm(1.0), getattr(l2o_jax, factory)(config.init(jax.random.key(0)), **read))
 
     @jax.jit
@@ -126,10 +148,9 @@ def test_graph_optimizers_train_resnet_and_transformer(factory, task_name):
 
     state = tx.init(params)
     first = float(task.loss(params, batch))
-    with pytest.warns(graphs.UnplacedParametersWarning):
-        for _ in range(30):
-            params, state, _, updates = step(params, state)
-            assert all(np.isfinite(u).all() for u in jax.tree.leaves(updates))
+    for _ in range(30):
+        params, state, _, updates = step(params, state)
+        assert all(np.isfinite(u).all() for u in jax.tree.leaves(updates))
     assert float(task.loss(params, batch)) < first - 0.05
 
 
@@ -168,7 +189,8 @@ def test_nnx_transformer_trains_with_nnx_optimizer(gnn_meta):
         optimizer.update(model, grads, value=loss)
 
     first = float(loss_fn(model))
-    with pytest.warns(graphs.UnplacedParametersWarning, match="attention"):
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", graphs.UnplacedParametersWarning)  # attention, norms, position: all placed
         for _ in range(30):
             step(model, optimizer)
     assert float(loss_fn(model)) < first - 0.05
@@ -186,9 +208,9 @@ class ResidualMLP(nn.Module):
 
 
 def _two_steps(tx, params, loss_fn):
-    state, update = tx.init(params), jax.jit(tx.update)
+    state, update, value_and_grad = tx.init(params), jax.jit(tx.update), jax.jit(jax.value_and_grad(loss_fn))
     for _ in range(2):
-        loss, grads = jax.value_and_grad(loss_fn)(params)
+        loss, grads = value_and_grad(params)
         updates, state = update(grads, state, params, value=loss)
         params = optax.apply_updates(params, updates)
     return updates
@@ -246,3 +268,123 @@ def test_a_chain_the_computation_contradicts_warns_or_is_refused():
         graphs.graph_spec(params, apply_fn=model.apply, example_input=x)
     with pytest.raises(ValueError, match="params/Dense_2"):
         graphs.graph_spec(params, apply_fn=model.apply, example_input=x, strict=True)
+
+
+class NormResidualMLP(nn.Module):
+    """``ResidualMLP`` with a LayerNorm inside the block and one on the residual stream before the head."""
+
+    @nn.compact
+    def __call__(self, x):
+        h = nn.Dense(6)(x)
+        u = nn.relu(nn.LayerNorm()(nn.Dense(5)(h)))
+        h = h + nn.Dense(6)(u)
+        return nn.Dense(3)(nn.relu(nn.LayerNorm()(h)))
+
+
+def _max_difference(a, b):
+    return max(float(jnp.abs(x - y).max()) for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)))
+
+
+def _assert_permutes(tx, params, loss_fn, updates, permute):
+    """The permuted network computes the same loss and gets the permuted updates."""
+    permuted_params = permute(params)
+    np.testing.assert_allclose(loss_fn(permuted_params), loss_fn(params), rtol=1e-5)
+    for got, want in zip(jax.tree.leaves(_two_steps(tx, permuted_params, loss_fn)), jax.tree.leaves(permute(updates))):
+        np.testing.assert_allclose(got, want, atol=1e-5)
+
+
+def test_norm_scales_and_shifts_are_neuron_parameters_that_follow_the_residual_stream():
+    model = NormResidualMLP()
+    x, y = jax.random.normal(jax.random.key(1), (16, 4)), jnp.arange(16) % 3
+    params = model.init(jax.random.key(2), x)
+    params = jax.tree.map(lambda a: a + 0.3 * jax.random.normal(jax.random.key(3), a.shape), params)  # scales not 1
+    loss_fn = lambda p: optax.softmax_cross_entropy_with_integer_labels(model.apply(p, x), y).mean()
+    spec = graphs.graph_spec(params, apply_fn=model.apply, example_input=x, strict=True)
+    on = {spec.leaf_paths[leaf][1:]: (layer, kind) for leaf, layer, kind in spec.neuron_params}
+    assert on == {
+        ("LayerNorm_0", "scale"): (2, "scale"),
+        ("LayerNorm_0", "bias"): (2, "shift"),
+        ("LayerNorm_1", "scale"): (3, "scale"),  # the residual stream after the block
+        ("LayerNorm_1", "bias"): (3, "shift"),
+    }
+    np.testing.assert_array_equal(spec.neuron_param_nodes[:5], spec.node_offsets[2] + np.arange(5))
+    edges, nodes = graphs.tree_to_graph_arrays(params, spec)
+    back = graphs.graph_to_params(edges, nodes, spec, neuron_params=graphs.neuron_param_values(params, spec))
+    jax.tree.map(np.testing.assert_array_equal, back, params)
+
+    meta = randomized(l2o_jax.GraphL2O(hidden=8, layers=2).init(jax.random.key(0)))
+    tx = l2o_jax.graph_l2o(meta, apply_fn=model.apply, example_input=x)
+    updates = _two_steps(tx, params, loss_fn)
+    with pytest.warns(graphs.UnplacedParametersWarning, match="LayerNorm_1/scale"):
+        as_coordinates = _two_steps(l2o_jax.graph_l2o(meta), params, loss_fn)
+    assert _max_difference(updates["params"]["LayerNorm_1"], as_coordinates["params"]["LayerNorm_1"]) > 1e-6
+    assert float(jnp.abs(updates["params"]["LayerNorm_1"]["scale"]).min()) > 0
+
+    perm = np.random.default_rng(0).permutation(6)
+    stream = lambda tree: graphs.permute_hidden_neurons(
+        graphs.permute_hidden_neurons(tree, spec, 1, perm), spec, 3, perm
+    )
+    assert not np.allclose(stream(params)["params"]["LayerNorm_1"]["scale"], params["params"]["LayerNorm_1"]["scale"])
+    _assert_permutes(tx, params, loss_fn, updates, stream)
+
+
+def _without_key_bias_gradient(params):
+    # Softmax is invariant to the key bias: its exact gradient is zero, and the float noise in its place, normalised
+    # by the Adam-like features, differs between a network and its permuted copy.
+    attention = params["params"]["MultiHeadDotProductAttention_0"]
+    key = {**attention["key"], "bias": jax.lax.stop_gradient(attention["key"]["bias"])}
+    return {"params": {**params["params"], "MultiHeadDotProductAttention_0": {**attention, "key": key}}}
+
+
+def test_attention_heads_block_mlp_and_residual_stream_permute_the_update():
+    model = TransformerClassifier(width=8, depth=1, num_classes=3, heads=2)
+    x, y = jax.random.normal(jax.random.key(1), (8, 5, 2)), jnp.arange(8) % 3
+    params = jax.tree.map(lambda a: a + 0.1, model.init(jax.random.key(2), x))  # position table, biases not zero
+    logits = lambda p: model.apply(_without_key_bias_gradient(p), x)
+    loss_fn = lambda p: optax.softmax_cross_entropy_with_integer_labels(logits(p), y).mean()
+    spec = graphs.graph_spec(params, apply_fn=model.apply, example_input=x, strict=True)
+    # Dense_0 + position embedding, query/key/value, out, Dense_1, Dense_2, Dense_3; 2 + 5 input neurons.
+    assert spec.widths == (7, 8, 8, 8, 16, 8, 3)
+    assert spec.window == (1, 3) and spec.kernel_mask[1].all() and spec.kernel_mask[0].tolist() == [0, 1, 0]
+    meta = randomized(l2o_jax.GraphL2O(hidden=8, layers=1).init(jax.random.key(0)))
+    tx = l2o_jax.graph_l2o(meta, apply_fn=model.apply, example_input=x)
+    updates = _two_steps(tx, params, loss_fn)
+
+    head_dim, rng = 4, np.random.default_rng(0)
+    heads = (np.array([1, 0])[:, None] * head_dim + np.arange(head_dim)).reshape(-1)  # swap the two heads
+    stream, mlp = rng.permutation(8), rng.permutation(16)
+    permutations = {
+        "heads": lambda tree: graphs.permute_hidden_neurons(tree, spec, 2, heads),
+        "block mlp": lambda tree: graphs.permute_hidden_neurons(tree, spec, 4, mlp),
+        "residual stream": lambda tree: functools.reduce(
+            lambda t, layer: graphs.permute_hidden_neurons(t, spec, layer, stream), (1, 3, 5), tree
+        ),
+    }
+    swapped = permutations["heads"](params)["params"]["MultiHeadDotProductAttention_0"]
+    original = params["params"]["MultiHeadDotProductAttention_0"]
+    np.testing.assert_array_equal(swapped["query"]["kernel"][:, 0], original["query"]["kernel"][:, 1])
+    np.testing.assert_array_equal(swapped["out"]["kernel"][0], original["out"]["kernel"][1])
+    for permute in permutations.values():
+        _assert_permutes(tx, params, loss_fn, updates, permute)
+
+
+def test_linen_trainstate_trains_a_resnet_with_layernorm():
+    task = image_task("digits", model="resnet", width=8, depth=1, batch_size=64)
+    batch = task.sample_batch(jax.random.key(1))
+    variables = task.init(jax.random.key(0))
+    apply_fn = lambda params, x: task.apply({"params": params}, x)  # TrainState holds variables['params']
+    tx = l2o_jax.graph_l2o("ng-gnn-digits", activations=task.activations, apply_fn=apply_fn, example_input=batch[0])
+    state = train_state.TrainState.create(apply_fn=apply_fn, params=variables["params"], tx=tx)
+
+    @jax.jit
+    def train_step(state):
+        loss, grads = jax.value_and_grad(lambda p: task.loss({"params": p}, batch))(state.params)
+        return state.apply_gradients(grads=grads), loss
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", graphs.UnplacedParametersWarning)
+        losses = [float(train_step(state)[1])]
+        for _ in range(20):
+            state, loss = train_step(state)
+            losses.append(float(loss))
+    assert np.isfinite(losses).all() and losses[-1] < losses[0] - 0.05

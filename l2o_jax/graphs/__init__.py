@@ -1,4 +1,5 @@
-"""Neural graphs: parameter pytrees of MLPs/CNNs as ``jraph.GraphsTuple`` s, and back; the forward pass through
+"""Neural graphs: parameter pytrees of MLPs/CNNs (and, read from their computation, ResNets and transformers) as
+``jraph.GraphsTuple`` s, and back; the forward pass through
 a neural graph (``record_forward``) and the table of activations its layers may carry.
 
 The only part of l2o_jax that imports jraph.
@@ -8,6 +9,7 @@ from l2o_jax.graphs.activations import ACTIVATIONS
 from l2o_jax.graphs.activations import get_activation
 from l2o_jax.graphs.convert import batch_graphs
 from l2o_jax.graphs.convert import graph_to_params
+from l2o_jax.graphs.convert import neuron_param_values
 from l2o_jax.graphs.convert import params_to_graph
 from l2o_jax.graphs.convert import stack_trees
 from l2o_jax.graphs.convert import tree_to_graph_arrays
@@ -51,6 +53,7 @@ __all__ = [
     "graph_spec",
     "graph_to_params",
     "neuron_axes",
+    "neuron_param_values",
     "node_permutation",
     "params_to_graph",
     "permute_hidden_neurons",

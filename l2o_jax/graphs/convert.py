@@ -13,10 +13,40 @@ from l2o_jax.graphs.spec import GraphSpec
 from l2o_jax.graphs.spec import graph_spec
 
 
-def _as_2d_spatial(kernel: jax.Array, layer) -> jax.Array:
-    """Gives every kernel the shape ``(kh, kw, in, out[, C])``; dense layers are 1x1."""
-    lead = 2 - len(layer.spatial)
-    return kernel.reshape((1,) * lead + kernel.shape)
+def _spatial_2d(layer) -> tuple[int, int]:
+    return ((1,) * (2 - len(layer.spatial)) + layer.spatial) if layer.spatial else (1, 1)
+
+
+def _layer_block(leaves, layer, extra: tuple) -> jax.Array:
+    """A layer's edge values as ``(kh, kw, fan_in, fan_out[, C])``: the kernel (dense kernels are 1x1; an attention
+    layer's query, key and value kernels are the 1x3 cells), then the rows of its embedding tables (centre cell)."""
+    rows, out = layer.kernel_rows, layer.fan_out
+    if layer.cell_leaves:
+        block = jnp.stack([leaves[i].reshape((rows, out) + extra) for i in layer.cell_leaves])[None]
+    else:
+        block = leaves[layer.kernel_leaf].reshape(_spatial_2d(layer) + (rows, out) + extra)
+    if not layer.input_tables:
+        return block
+    h, w = block.shape[:2]
+    tables = jnp.concatenate([leaves[i].reshape((n, out) + extra) for i, n in layer.input_tables])
+    centre = jnp.zeros((h, w) + tables.shape, tables.dtype).at[h // 2, w // 2].set(tables)
+    return jnp.concatenate([block, centre.astype(block.dtype)], axis=2)
+
+
+def _leaves_from_block(block: jax.Array, layer, spec: GraphSpec, extra: tuple) -> dict[int, jax.Array]:
+    """Inverse of ``_layer_block``: ``{leaf index: values}`` with the leaves' shapes (plus ``extra``)."""
+    rows = layer.kernel_rows
+    shape = lambda i: spec.leaf_shapes[i] + extra
+    if layer.cell_leaves:
+        found = {i: block[0, c, :rows].reshape(shape(i)) for c, i in enumerate(layer.cell_leaves)}
+    else:
+        found = {layer.kernel_leaf: block[:, :, :rows].reshape(shape(layer.kernel_leaf))}
+    h, w = block.shape[:2]
+    start = rows
+    for i, n in layer.input_tables:
+        found[i] = block[h // 2, w // 2, start : start + n].reshape(shape(i))
+        start += n
+    return found
 
 
 def _has_channels(leaves, spec: GraphSpec) -> bool:
@@ -65,7 +95,7 @@ def tree_to_graph_arrays(tree, spec: GraphSpec) -> tuple[jax.Array, jax.Array]:
     kh, kw = spec.window
     edge_blocks, node_blocks = [], [jnp.zeros((spec.layers[0].fan_in,) + extra, dtype)]
     for layer in spec.layers:
-        kernel = _as_2d_spatial(leaves[layer.kernel_leaf], layer)
+        kernel = _layer_block(leaves, layer, extra)
         h, w = kernel.shape[:2]
         top, left = (kh - h) // 2, (kw - w) // 2
         pad = [(top, kh - h - top), (left, kw - w - left), (0, 0), (0, 0)] + [(0, 0)] * len(extra)
@@ -91,18 +121,40 @@ def unplaced_values(tree, spec: GraphSpec) -> jax.Array:
       >>> spec = graph_spec(params)              # params with a LayerNorm
       >>> unplaced_values(params, spec).shape    # (2 * features,): its scale and bias
     """
+    return _flat_leaves(tree, spec, spec.unplaced)
+
+
+def neuron_param_values(tree, spec: GraphSpec) -> jax.Array:
+    """The neuron parameters (``spec.neuron_params``: normalisation scales and shifts, attention biases), flattened
+    into one array in their order; element ``i`` acts on neuron ``spec.neuron_param_nodes[i]``.
+
+    Args:
+      tree: as for ``tree_to_graph_arrays``.
+      spec: the architecture's ``GraphSpec``.
+
+    Returns:
+      ``(spec.neuron_param_size[, C])``; empty when the graph has none.
+
+    Example:
+      >>> spec = graph_spec(params, apply_fn=model.apply, example_input=x)   # a model with a LayerNorm
+      >>> neuron_param_values(params, spec).shape    # (2 * features,): its scale and shift
+    """
+    return _flat_leaves(tree, spec, [leaf for leaf, _, _ in spec.neuron_params])
+
+
+def _flat_leaves(tree, spec: GraphSpec, indices) -> jax.Array:
     leaves = _check_structure(tree, spec)
     extra = leaves[spec.layers[0].kernel_leaf].shape[-1:] if _has_channels(leaves, spec) else ()
     dtype = jnp.result_type(*[leaves[l.kernel_leaf] for l in spec.layers])
-    parts = [leaves[i].reshape((-1,) + extra).astype(dtype) for i in spec.unplaced]
+    parts = [leaves[i].reshape((-1,) + extra).astype(dtype) for i in indices]
     return jnp.concatenate(parts) if parts else jnp.zeros((0,) + extra, dtype)
 
 
-def graph_to_params(edge_values: jax.Array, node_values: jax.Array, spec: GraphSpec, unplaced=None):
+def graph_to_params(edge_values: jax.Array, node_values: jax.Array, spec: GraphSpec, unplaced=None, neuron_params=None):
     """Maps edge/node values back to a pytree with the parameters' structure and dtypes.
 
-    The exact inverse of ``tree_to_graph_arrays`` (and ``unplaced_values``) on the real (unpadded) kernel
-    cells; values written to padding cells and to input neurons are dropped.
+    The exact inverse of ``tree_to_graph_arrays`` (and ``unplaced_values``, ``neuron_param_values``) on the real
+    (unpadded) kernel cells; values written to padding cells and to input neurons are dropped.
 
     Args:
       edge_values: ``(n_edge, kernel_size[, C])``.
@@ -110,6 +162,8 @@ def graph_to_params(edge_values: jax.Array, node_values: jax.Array, spec: GraphS
       spec: the architecture's ``GraphSpec``.
       unplaced: ``(spec.unplaced_size[, C])`` values of the parameters outside the graph; needed when the
         spec has any.
+      neuron_params: ``(spec.neuron_param_size[, C])`` values of the neuron parameters; needed when the spec has
+        any.
 
     Returns:
       A pytree like the parameters (leaves get the trailing ``C`` axis when the inputs have it).
@@ -129,26 +183,36 @@ def graph_to_params(edge_values: jax.Array, node_values: jax.Array, spec: GraphS
             f"graph_to_params: {spec} leaves {spec.unplaced_paths} outside the graph; pass their values as "
             f"unplaced= of shape {(spec.unplaced_size,) + extra}, got {got}."
         )
+    if spec.neuron_params and (neuron_params is None or neuron_params.shape != (spec.neuron_param_size,) + extra):
+        got = None if neuron_params is None else neuron_params.shape
+        raise ValueError(
+            f"graph_to_params: {spec} has neuron parameters; pass their values as neuron_params= of shape "
+            f"{(spec.neuron_param_size,) + extra}, got {got}."
+        )
     kh, kw = spec.window
     leaves = [None] * len(spec.leaf_shapes)
     edge_off, node_off = spec.edge_offsets, spec.node_offsets
     for l, layer in enumerate(spec.layers):
         block = edge_values[edge_off[l] : edge_off[l + 1]].reshape((layer.fan_in, layer.fan_out, kh, kw) + extra)
         block = jnp.moveaxis(block, (2, 3), (0, 1))
-        shape = spec.leaf_shapes[layer.kernel_leaf]
-        h, w = ((1,) * (2 - len(layer.spatial)) + layer.spatial) if layer.spatial else (1, 1)
+        h, w = _spatial_2d(layer)
         top, left = (kh - h) // 2, (kw - w) // 2
-        block = block[top : top + h, left : left + w]
-        leaves[layer.kernel_leaf] = block.reshape(shape + extra).astype(spec.leaf_dtypes[layer.kernel_leaf])
+        for i, values in _leaves_from_block(block[top : top + h, left : left + w], layer, spec, extra).items():
+            leaves[i] = values.astype(spec.leaf_dtypes[i])
         if layer.bias_leaf is not None:
             bias = node_values[node_off[l + 1] : node_off[l + 2]]
             leaves[layer.bias_leaf] = bias.astype(spec.leaf_dtypes[layer.bias_leaf])
-    start = 0
-    for i in spec.unplaced:
-        size = int(np.prod(spec.leaf_shapes[i]))
-        leaves[i] = unplaced[start : start + size].reshape(spec.leaf_shapes[i] + extra).astype(spec.leaf_dtypes[i])
-        start += size
+    _fill_leaves(leaves, spec, spec.unplaced, unplaced, extra)
+    _fill_leaves(leaves, spec, [leaf for leaf, _, _ in spec.neuron_params], neuron_params, extra)
     return jax.tree_util.tree_unflatten(spec.treedef, leaves)
+
+
+def _fill_leaves(leaves: list, spec: GraphSpec, indices, values, extra: tuple) -> None:
+    start = 0
+    for i in indices:
+        size = int(np.prod(spec.leaf_shapes[i]))
+        leaves[i] = values[start : start + size].reshape(spec.leaf_shapes[i] + extra).astype(spec.leaf_dtypes[i])
+        start += size
 
 
 def stack_trees(trees: Sequence) -> object:

@@ -4,12 +4,19 @@ A feed-forward MLP or CNN with layer widths d_0 (inputs), d_1, ..., d_L becomes 
 neuron (input neurons included, conv channels as neurons) and one edge per (input neuron, output neuron)
 pair of each layer. Everything here is numpy, computed at trace time; nothing runs per step.
 
-Parameters of any other model (normalisation scales, embeddings, attention projections, layers that do not
-chain) are *unplaced*: the spec lists them and learned optimizers step them as coordinates without message
-passing, after a warning (``UnplacedParametersWarning``); ``strict=True`` refuses them instead. The graph is
-read from parameter shapes and names; residual connections only from the model's computation, when
-``graph_spec`` gets ``apply_fn`` and ``example_input`` (``l2o_jax.graphs.trace``). Without them chained
-Dense/Conv layers are read as a sequential network.
+Read from parameter shapes and names alone, chained Dense/Conv layers are a sequential network and every other
+parameter (normalisation scales, embeddings, attention projections, layers that do not chain) is *unplaced*: the
+spec lists it and learned optimizers step it as a coordinate without message passing, after a warning
+(``UnplacedParametersWarning``); ``strict=True`` refuses it instead.
+
+Read from the model's computation (``graph_spec(..., apply_fn=, example_input=)``, ``l2o_jax.graphs.trace``),
+the graph follows Kofinas et al. (2024) further: layers in the order the computation runs them; residual
+connections as identity edges; a normalisation's scale and shift (and any other parameter with one value per
+neuron, multiplied into or added to a layer's outputs, such as the query/key/value biases) as *neuron
+parameters*, features and outputs of the neurons they act on; an attention module as two layers, the first from
+its inputs to its ``heads * head_dim`` attention neurons with the query, key and value weights as the three cells
+of each edge (like a 1x3 kernel), the second its output projection; an embedding table added to the first layer's
+outputs (a position embedding) as extra input neurons, one per row, whose edges carry the table.
 """
 
 from __future__ import annotations
@@ -23,7 +30,7 @@ from typing import Sequence
 import jax
 import numpy as np
 
-from l2o_jax.graphs.trace import read_connections
+from l2o_jax.graphs.trace import read_computation
 
 #: Roles of a neuron; hidden neurons of one layer are interchangeable, inputs and outputs are not.
 ROLE_INPUT, ROLE_HIDDEN, ROLE_OUTPUT = 0, 1, 2
@@ -51,6 +58,11 @@ class LayerSpec:
       fan_in, fan_out: neurons of the previous / this layer.
       spatial: the kernel's spatial shape, ``()`` for dense layers.
       activation: name of the activation applied after this layer.
+      cell_leaves: for an attention module's first layer, its query, key and value kernels ``(in, heads,
+        head_dim)``, one per cell of each edge (``spatial == (1, 3)``); ``()`` otherwise.
+      input_tables: ``(leaf, rows)`` of embedding tables ``(rows, fan_out)`` read as extra input neurons after the
+        kernel's (first layer only); ``fan_in`` counts them.
+      attention: whether the layer is one of an attention module's two (its activation is ``'linear'``).
     """
 
     path: tuple
@@ -61,10 +73,23 @@ class LayerSpec:
     fan_out: int
     spatial: tuple[int, ...]
     activation: str
+    cell_leaves: tuple[int, ...] = ()
+    input_tables: tuple[tuple[int, int], ...] = ()
+    attention: bool = False
 
     @property
     def name(self) -> str:
         return path_to_str(self.path)
+
+    @property
+    def kernel_leaves(self) -> tuple[int, ...]:
+        """The kernels whose values the layer's edges carry, one per cell group."""
+        return self.cell_leaves or (self.kernel_leaf,)
+
+    @property
+    def kernel_rows(self) -> int:
+        """Input neurons the kernel reads (``fan_in`` less the embedding tables' rows)."""
+        return self.fan_in - sum(rows for _, rows in self.input_tables)
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -92,6 +117,10 @@ class GraphSpec:
         leaf order; ``unplaced_values`` / ``graph_to_params`` carry them as one ``(unplaced_size,)`` vector.
       residual_senders, residual_receivers: ``int32[n_residual]`` identity edges of residual connections, read
         from the model's computation (``graph_spec(..., apply_fn=, example_input=)``); they carry no parameter.
+      neuron_params: ``(leaf, layer, kind)`` of the parameters with one value per neuron of ``layer`` (1-based)
+        besides its bias, read from the computation: ``kind`` is ``'scale'`` (multiplied into the neurons' values,
+        a normalisation's scale) or ``'shift'`` (added, a normalisation's shift or an attention bias).
+        ``neuron_param_values`` / ``graph_to_params`` carry them as one ``(neuron_param_size,)`` vector.
     """
 
     layers: tuple[LayerSpec, ...]
@@ -112,6 +141,7 @@ class GraphSpec:
     unplaced: tuple[int, ...] = ()
     residual_senders: np.ndarray = dataclasses.field(default_factory=lambda: np.zeros(0, np.int32))
     residual_receivers: np.ndarray = dataclasses.field(default_factory=lambda: np.zeros(0, np.int32))
+    neuron_params: tuple[tuple[int, int, str], ...] = ()
 
     @property
     def widths(self) -> tuple[int, ...]:
@@ -160,10 +190,36 @@ class GraphSpec:
     def num_params(self) -> int:
         return int(sum(np.prod(s) for s in self.leaf_shapes))
 
+    @property
+    def neuron_param_size(self) -> int:
+        """Number of scalar neuron parameters (normalisation scales and shifts, attention biases)."""
+        return int(sum(np.prod(self.leaf_shapes[leaf]) for leaf, _, _ in self.neuron_params))
+
+    @property
+    def neuron_param_nodes(self) -> np.ndarray:
+        """``int32[neuron_param_size]``: the neuron each neuron parameter acts on."""
+        offsets = self.node_offsets
+        parts = [offsets[layer] + np.arange(self.widths[layer]) for _, layer, _ in self.neuron_params]
+        return np.concatenate(parts or [np.zeros(0)]).astype(np.int32)
+
+    @property
+    def neuron_param_is_scale(self) -> np.ndarray:
+        """``bool[neuron_param_size]``: which neuron parameters are scales (the others are shifts)."""
+        parts = [np.full(self.widths[layer], kind == "scale") for _, layer, kind in self.neuron_params]
+        return np.concatenate(parts or [np.zeros(0, bool)])
+
+    @property
+    def sequential(self) -> bool:
+        """Whether the graph is a plain chain of Dense/Conv layers and covers every parameter (what probe
+        features and the learned backward pass run through)."""
+        plain = all(not layer.cell_leaves and not layer.input_tables for layer in self.layers)
+        return plain and not self.unplaced and not self.neuron_params and not len(self.residual_senders)
+
     def __repr__(self) -> str:
         return (
             f"GraphSpec(widths={self.widths}, n_node={self.n_node}, n_edge={self.n_edge}, "
-            f"window={self.window}, layers={[layer.name for layer in self.layers]}, unplaced={len(self.unplaced)})"
+            f"window={self.window}, layers={[layer.name for layer in self.layers]}, unplaced={len(self.unplaced)}, "
+            f"residual={len(self.residual_senders)}, neuron_params={len(self.neuron_params)})"
         )
 
 
@@ -269,12 +325,17 @@ def _layer_from_shapes(parent: tuple, leaves: dict[str, int], shapes: list[tuple
     )
 
 
-def _resolve_activations(activations, n_layers: int) -> tuple[str, ...]:
+def _resolve_activations(activations, layers: Sequence[LayerSpec]) -> tuple[str, ...]:
+    n_layers = len(layers)
     if activations is None:
         return ("relu",) * (n_layers - 1) + ("linear",)
     if isinstance(activations, str):
         return (activations,) * (n_layers - 1) + ("linear",)
     activations = tuple(activations)
+    attention = [layer.attention for layer in layers]
+    if len(activations) == n_layers - sum(attention):  # one per Dense/Conv layer: attention layers are linear
+        given = iter(activations)
+        activations = tuple("linear" if a else next(given) for a in attention)
     if len(activations) != n_layers:
         raise ValueError(f"graph_spec: got {len(activations)} activations for {n_layers} layers.")
     return activations
@@ -391,35 +452,40 @@ def _warn_unplaced(unplaced: dict[int, str], paths: list[tuple]) -> None:
 def graph_spec(
     params, *, activations=None, order=None, window=None, strict=False, apply_fn=None, example_input=None
 ) -> GraphSpec:
-    """Infers the neural graph of an MLP or CNN from its parameter pytree; other parameters stay outside it.
+    """Infers the neural graph of a model from its parameter pytree, or from its computation.
 
-    The Dense/Conv layers (``kernel`` and ``bias`` leaves) are read in ``order`` and chained (each layer's inputs
-    are the previous one's outputs). Layers off the chain with the most kernel parameters, and every other
-    parameter (``LayerNorm`` scales, ``Embed`` tables, attention projections, ...), are *unplaced*: listed in
-    ``GraphSpec.unplaced`` and named in one ``UnplacedParametersWarning``. With ``apply_fn`` and
-    ``example_input``, residual connections (additions of two neuron layers of the same width) are read from
-    the model's jaxpr and become identity edges; without them the placed layers are a sequential network.
+    Without ``apply_fn``, the Dense/Conv layers (``kernel`` and ``bias`` leaves) are read in ``order`` and
+    chained (each layer's inputs are the previous one's outputs). Layers off the chain with the most kernel
+    parameters, and every other parameter (``LayerNorm`` scales, ``Embed`` tables, attention projections, ...),
+    are *unplaced*: listed in ``GraphSpec.unplaced`` and named in one ``UnplacedParametersWarning``.
+
+    With ``apply_fn`` and ``example_input``, the model's jaxpr is read once (shapes only): the layers in the order
+    it runs them, residual connections (additions of two neuron layers) as identity edges, normalisation scales
+    and shifts and attention biases as parameters of the neurons they act on, attention modules as two layers
+    (query/key/value weights as the three cells of each edge, then the output projection), a position embedding
+    as extra input neurons (see the module docstring). What it cannot place stays unplaced, as above.
 
     Args:
       params: Flax Linen variables (``{'params': {'Dense_0': {'kernel', 'bias'}, ...}}``), a Flax NNX
         ``nnx.State`` of ``nnx.Param`` s, or any pytree whose leaves are named ``kernel`` / ``bias``. Only
         shapes are read (arrays, tracers and ``jax.ShapeDtypeStruct`` all work).
-      activations: one name for all hidden layers, or one name per layer (last usually ``'linear'``).
+      activations: one name for all hidden layers, or one name per layer (last usually ``'linear'``); read from
+        the computation, attention layers may be left out of the list (they are ``'linear'``).
         Default: ReLU between layers, linear output.
       order: layer paths (``'params/Conv_0'`` strings or key tuples) in forward order. Default: the natural
-        order of the paths (``Dense_2`` before ``Dense_10``), checked by shape chaining.
+        order of the paths (``Dense_2`` before ``Dense_10``), or with ``apply_fn`` the computation's order.
       window: 2-D ``(h, w)`` window conv kernels are padded to; default the largest kernel in the network.
         Fix it to make networks with different kernel sizes share edge-feature shapes.
       strict: raise a ValueError naming the first parameter that cannot be placed instead of warning.
-      apply_fn, example_input: the model's ``apply_fn(params, inputs)`` and an input batch, to read residual
-        connections from its computation (traced once, shapes only; see ``l2o_jax.graphs.trace``).
+      apply_fn, example_input: the model's ``apply_fn(params, inputs)`` and an input batch, to read the graph
+        from its computation (traced once, shapes only; see ``l2o_jax.graphs.trace``).
 
     Returns:
       The static ``GraphSpec``.
 
     Raises:
       ValueError: when no Dense/Conv layer can be placed, or ``order`` names unknown layers; with ``strict``,
-        naming the parameter path, for leaves other than kernel/bias, kernels that are neither dense nor
+        naming the parameter path, for leaves that cannot be placed, kernels that are neither dense nor
         1-D/2-D conv, biases that do not fit their kernel, or layers that do not chain.
 
     Example:
@@ -427,10 +493,14 @@ def graph_spec(
       >>> params = nn.Dense(3).init(jax.random.key(0), jax.numpy.ones((1, 4)))
       >>> graph_spec(params).widths
       (4, 3)
-      >>> params = nn.Sequential([nn.Dense(3), nn.LayerNorm()]).init(jax.random.key(0), jax.numpy.ones((1, 4)))
-      >>> graph_spec(params).unplaced_paths   # with an UnplacedParametersWarning
+      >>> model, x = nn.Sequential([nn.Dense(3), nn.LayerNorm()]), jax.numpy.ones((1, 4))
+      >>> graph_spec(model.init(jax.random.key(0), x)).unplaced_paths   # with an UnplacedParametersWarning
       ('params/layers_1/bias', 'params/layers_1/scale')
+      >>> graph_spec(model.init(jax.random.key(0), x), apply_fn=model.apply, example_input=x).neuron_params
+      ((0, 1, 'shift'), (1, 1, 'scale'))
     """
+    if (apply_fn is None) != (example_input is None):
+        raise ValueError("graph_spec: pass apply_fn and example_input together (to read the model's computation).")
     flat, treedef = jax.tree_util.tree_flatten_with_path(params)
     if not flat:
         raise ValueError("graph_spec: the parameter pytree has no leaves.")
@@ -438,42 +508,131 @@ def graph_spec(
     shapes = [tuple(int(d) for d in leaf.shape) for _, leaf in flat]
     dtypes = tuple(np.dtype(leaf.dtype) for _, leaf in flat)
     unplaced: dict[int, str] = {}
-    groups = _group_layers(paths, shapes, unplaced, strict)
-    layers = _place_layers(_order_layers(groups, order, unplaced, strict), groups, shapes, unplaced, strict)
+    pairs, neuron_params = (), ()
+    if apply_fn is None:
+        groups = _group_layers(paths, shapes, unplaced, strict)
+        layers = _place_layers(_order_layers(groups, order, unplaced, strict), groups, shapes, unplaced, strict)
+    else:
+        read = _read_layers(apply_fn, params, example_input, paths, shapes, order, unplaced, strict)
+        layers, pairs, neuron_params = read
+        if strict and unplaced:
+            raise ValueError(unplaced[min(unplaced)])
     if not layers:
         raise ValueError(
             f"graph_spec: no Dense/Conv layer to build a neural graph from; the parameters are "
             f"{[path_to_str(p) for p in paths]}."
         )
-    names = _resolve_activations(activations, len(layers))
+    names = _resolve_activations(activations, layers)
     layers = tuple(dataclasses.replace(layer, activation=a) for layer, a in zip(layers, names))
     if unplaced:
         _warn_unplaced(unplaced, paths)
     window = _window(layers, window)
     spec = _build_spec(layers, treedef, tuple(shapes), dtypes, tuple(paths), window, tuple(sorted(unplaced)))
-    if (apply_fn is None) != (example_input is None):
-        raise ValueError("graph_spec: pass apply_fn and example_input together (to read residual connections).")
-    if apply_fn is None:
-        return spec
-    kernels = {layer.kernel_leaf: l for l, layer in enumerate(layers, start=1)}
-    pairs, reads = read_connections(apply_fn, params, example_input, kernels)
-    _check_reads(layers, reads, strict)
-    return _with_residuals(spec, pairs)
+    return _with_residuals(dataclasses.replace(spec, neuron_params=neuron_params), pairs)
+
+
+def _attention_layers(groups: dict, shapes: list[tuple], unplaced: dict) -> list[LayerSpec]:
+    """Each attention module (``query``, ``key``, ``value`` kernels ``(in, heads, head_dim)`` and an ``out`` kernel
+    ``(heads, head_dim, out)`` under one parent) as two layers; its groups leave ``groups``. The query/key/value
+    biases stay for the computation to place on the attention neurons."""
+    layers = []
+    for parent in sorted({p[:-1] for p in groups if p and p[-1] in ATTENTION_PROJECTIONS}, key=_natural_key):
+        parts = [groups.get(parent + (name,), {}) for name in ATTENTION_PROJECTIONS]
+        if not all("kernel" in part for part in parts):
+            continue
+        (q, k, v, out), qkv = [shapes[part["kernel"]] for part in parts], parts[:3]
+        if len(q) != 3 or not q == k == v or len(out) != 3 or out[:2] != q[1:]:
+            continue
+        if "bias" in parts[3] and shapes[parts[3]["bias"]] != out[-1:]:
+            continue
+        width = q[1] * q[2]
+        cells = tuple(part["kernel"] for part in qkv)
+        layers.append(LayerSpec(parent, cells[0], None, "dense", q[0], width, (1, 3), "linear", cells, (), True))
+        out_leaves = parts[3]["kernel"], parts[3].get("bias")
+        layers.append(LayerSpec(parent + ("out",), *out_leaves, "dense", width, out[-1], (), "linear", attention=True))
+        for name, part in zip(ATTENTION_PROJECTIONS, parts):
+            del groups[parent + (name,)]
+        for part in qkv:
+            if "bias" in part:
+                message = (
+                    f"graph_spec: attention bias {path_to_str(parent)!r} is not added to its projection's outputs."
+                )
+                unplaced[part["bias"]] = message
+    return layers
+
+
+def _read_layers(apply_fn, params, example_input, paths, shapes, order, unplaced, strict):
+    """The chain of layers, residual pairs and neuron parameters, read from the model's computation."""
+    groups = _group_layers(paths, shapes, unplaced, False)
+    candidates = _attention_layers(groups, shapes, unplaced)
+    for parent in groups:
+        try:
+            candidates.append(_layer_from_shapes(parent, groups[parent], shapes, "linear"))
+        except ValueError as error:
+            _reject(unplaced, groups[parent].values(), str(error), False)
+    ids = {layer.path: i for i, layer in enumerate(candidates, start=1)}
+    kernels = {leaf: ids[layer.path] for layer in candidates for leaf in layer.kernel_leaves}
+    computation = read_computation(apply_fn, params, example_input, kernels)
+    if order is None:
+        rank = {layer: r for r, layer in enumerate(computation.order)}
+        ordered = sorted(candidates, key=lambda layer: rank.get(ids[layer.path], len(rank)))
+    else:
+        by_path = {layer.path: layer for layer in candidates}
+        ordered = [by_path[p] for p in _order_layers({p: {} for p in by_path}, order, unplaced, strict)]
+    chain = _heaviest_chain(ordered, shapes)
+    for layer in candidates:
+        if layer not in chain:
+            message = f"graph_spec: layer {layer.name!r} is not on the longest chain of layers the computation runs."
+            leaves = [*layer.kernel_leaves] + ([] if layer.bias_leaf is None else [layer.bias_leaf])
+            _reject(unplaced, leaves, message, False)
+    position = {ids[layer.path]: l for l, layer in enumerate(chain, start=1)} | {0: 0}
+    reads = {position[l]: [position.get(r, -1) for r in rs] for l, rs in computation.reads.items() if l in position}
+    _check_reads(chain, reads, strict)
+    pairs = [(position[a], position[b]) for a, b in computation.pairs if a in position and b in position]
+    chain, neuron_params = _place_neuron_params(chain, computation.uses, position, shapes, unplaced)
+    return chain, pairs, neuron_params
+
+
+def _place_neuron_params(chain: list, uses, position: dict, shapes: list[tuple], unplaced: dict):
+    """Unplaced leaves the computation combines with one layer's outputs: one value per neuron -> neuron
+    parameters; a table ``(rows, width)`` added to the first layer's outputs -> extra input neurons."""
+    acts_on: dict[int, set] = {}
+    for leaf, layer, op in uses:
+        if leaf in unplaced and layer in position and position[layer] > 0:
+            acts_on.setdefault(leaf, set()).add((position[layer], op))
+    neuron_params, tables = [], []
+    for leaf, places in sorted(acts_on.items()):
+        if len(places) != 1:
+            continue
+        ((l, op),) = places
+        width, shape = chain[l - 1].fan_out, shapes[leaf]
+        if int(np.prod(shape)) == width:
+            neuron_params.append((leaf, l, "scale" if op == "mul" else "shift"))
+        elif l == 1 and op == "add" and len(shape) == 2 and shape[1] == width:
+            tables.append((leaf, shape[0]))
+        else:
+            continue
+        del unplaced[leaf]
+    if tables:
+        rows = sum(r for _, r in tables)
+        chain = [dataclasses.replace(chain[0], fan_in=chain[0].fan_in + rows, input_tables=tuple(tables))] + chain[1:]
+    return chain, tuple(neuron_params)
 
 
 def _check_reads(layers: Sequence[LayerSpec], reads: dict, strict: bool) -> None:
-    """The chain by names must be the computation's: each placed layer reads the one before it."""
+    """The chain must be the computation's: each placed layer reads the one before it."""
+    describe = lambda g: "the inputs" if g == 0 else layers[g - 1].name if g > 0 else "a layer outside the graph"
     for l, layer in enumerate(layers, start=1):
         if reads.get(l, [l - 1]) != [l - 1]:
-            before = "the inputs" if l == 1 else repr(layers[l - 2].name)
-            read = ["the inputs" if g == 0 else layers[g - 1].name for g in reads[l]]
+            read = [describe(g) for g in reads[l]]
             message = (
-                f"graph_spec: by the model's computation, layer {layer.name!r} reads {read}, not {before} before it "
-                "in the neural graph's chain; pass order=[...] with the layers in forward order."
+                f"graph_spec: by the model's computation, layer {layer.name!r} reads {read}, "
+                f"not {describe(l - 1)} before it in the neural graph's chain; pass order=[...] with the layers in "
+                "forward order."
             )
             if strict:
                 raise ValueError(message)
-            warnings.warn(message, stacklevel=3)
+            warnings.warn(message, stacklevel=4)
 
 
 def _with_residuals(spec: GraphSpec, pairs) -> GraphSpec:

@@ -21,22 +21,36 @@ def _hidden_layer(spec: GraphSpec, layer: int) -> None:
         )
 
 
+def _on_neurons(fn, x, lead: tuple, rows: int, neurons: int, axis: int):
+    """``fn`` on a leaf viewed as ``lead + (rows, neurons)`` (attention kernels merge their head axes)."""
+    return fn(x.reshape(lead + (rows, neurons)), axis).reshape(x.shape)
+
+
 def _transform_hidden(params, spec: GraphSpec, layer: int, out_fn, in_fn):
     _hidden_layer(spec, layer)
     leaves = list(jax.tree_util.tree_leaves(params))
     producer, consumer = spec.layers[layer - 1], spec.layers[layer]
-    leaves[producer.kernel_leaf] = out_fn(leaves[producer.kernel_leaf], -1)
-    if producer.bias_leaf is not None:
-        leaves[producer.bias_leaf] = out_fn(leaves[producer.bias_leaf], 0)
-    leaves[consumer.kernel_leaf] = in_fn(leaves[consumer.kernel_leaf], -2)
+    lead = lambda l: (1,) * (2 - len(l.spatial)) + l.spatial if l.spatial and not l.cell_leaves else (1, 1)
+    width = producer.fan_out
+    for i in producer.kernel_leaves:
+        leaves[i] = _on_neurons(out_fn, leaves[i], lead(producer), producer.kernel_rows, width, -1)
+    for i, _ in producer.input_tables:
+        leaves[i] = out_fn(leaves[i], -1)
+    acting = [leaf for leaf, on, _ in spec.neuron_params if on == layer]
+    for i in acting + ([producer.bias_leaf] if producer.bias_leaf is not None else []):
+        leaves[i] = _on_neurons(out_fn, leaves[i], (), 1, width, -1)
+    for i in consumer.kernel_leaves:
+        leaves[i] = _on_neurons(in_fn, leaves[i], lead(consumer), consumer.kernel_rows, consumer.fan_out, -2)
     return jax.tree_util.tree_unflatten(spec.treedef, leaves)
 
 
 def permute_hidden_neurons(params, spec: GraphSpec, layer: int, perm) -> object:
-    """Permutes the neurons of hidden layer ``layer`` (1-based) consistently in both adjacent layers.
+    """Permutes the neurons of hidden layer ``layer`` (1-based) consistently in both adjacent layers and in the
+    neuron parameters that act on them (``spec.neuron_params``).
 
-    The network computes the same function afterwards. Works on any pytree with the parameters'
-    structure (gradients, momenta, updates).
+    The network computes the same function afterwards (with residual connections, permute every layer of the
+    residual stream the same way). Permuting an attention layer's neurons by whole heads permutes the heads.
+    Works on any pytree with the parameters' structure (gradients, momenta, updates).
 
     Example:
       >>> permuted = permute_hidden_neurons(params, spec, 1, np.random.permutation(spec.widths[1]))

@@ -16,13 +16,17 @@ embeddings of the first ``N`` input and output neurons (later ones share the las
 never reached then keep their random initial embedding, so use it only when evaluation keeps the meta-training
 inputs and classes.
 
-Parameters the neural graph cannot place (``LayerNorm`` scales, ``Embed`` tables, attention projections; see
-``l2o_jax.graphs.graph_spec``) are stepped as coordinates without message passing: the same cell encoder,
-edge decoder and output head as a kernel cell, with the globals and the mean final node state where an edge's
-state would be. They add no meta-parameters, so saved meta-parameters serve such models unchanged, and MLPs
-and CNNs step exactly as before. A warning names them once; ``strict=True`` refuses them. Residual connections
-are read from the model's computation when the factory gets ``apply_fn=model.apply, example_input=x``
-(identity edges, encoded from all-zero features); without them a ResNet's convolutions are one sequential chain.
+Given ``apply_fn=model.apply, example_input=x``, the graph is read from the model's computation
+(``l2o_jax.graphs.graph_spec``): residual connections are identity edges, encoded from all-zero features;
+normalisation scales and shifts and attention biases are *neuron parameters*, each encoded like a kernel cell
+(scales) or a bias (shifts), summed into the initial state of the neuron it acts on, and decoded from that
+neuron's final state; attention modules are layers whose edges carry the query, key and value weights as three
+cells; a position embedding's rows are extra input neurons. Without them a ResNet's convolutions are one
+sequential chain and its other parameters are unplaced. Parameters the neural graph cannot place are stepped
+as coordinates without message passing: the same cell encoder, edge decoder and output head as a kernel cell,
+with the globals and the mean final node state where an edge's state would be. None of this adds
+meta-parameters, so saved meta-parameters serve such models unchanged, and MLPs and CNNs step exactly as
+before. A warning names unplaced parameters once; ``strict=True`` refuses them.
 
 With ``probes=ProbeConfig(...)``, learned probe inputs run through the optimizee every step and each neuron's
 activations join its node features (Kofinas et al.); the probes are meta-parameters (``arrays['probes']``).
@@ -107,7 +111,8 @@ class GraphNet(nn.Module):
         mask = jnp.asarray(spec.edge_kernel_mask, cells.dtype)[..., None]
         edges = (cells * mask).sum(1) / mask.sum(1)
         edges = edges + nn.Embed(len(graphs.LAYER_KINDS), d, name="edge_kind")(spec.edge_kind)
-        node_enc = MLP((d,), final_activation=True, name="node_encoder")(node_x)
+        node_encoder = MLP((d,), final_activation=True, name="node_encoder")
+        node_enc = node_encoder(node_x)
         nodes = (
             node_enc
             + nn.Embed(3, d, name="role")(spec.node_role)
@@ -116,6 +121,12 @@ class GraphNet(nn.Module):
         if self.max_io_positions:
             ids = io_position_ids(spec, self.max_io_positions)
             nodes = nodes + nn.Embed(2 * self.max_io_positions + 1, d, name="io_position")(ids)
+        if spec.neuron_params:
+            # Normalisation scales and shifts, attention biases: encoded like a kernel cell (scales) or a bias
+            # (shifts), summed into the state of the neuron each acts on.
+            values, scale = graphs.neuron_param_values(feats, spec), spec.neuron_param_is_scale
+            neuron_enc = jnp.where(scale[:, None], cell_encoder(values), node_encoder(values))
+            nodes = nodes + jax.ops.segment_sum(neuron_enc, spec.neuron_param_nodes, spec.n_node)
         g = nn.Dense(d, name="globals")(glob)
         n_residual = len(spec.residual_senders)
         if n_residual:
@@ -130,17 +141,23 @@ class GraphNet(nn.Module):
         edge_output = output_head(2, self.output, "edge_output")
         edge_in = jnp.concatenate([jnp.broadcast_to(edges[:, None], cells.shape), cells], -1)
         edge_out = edge_output(edge_decoder(edge_in))
-        node_in = jnp.concatenate([nodes, node_enc], -1)
-        node_out = output_head(2, self.output, "node_output")(
-            MLP((d,), final_activation=True, name="node_decoder")(node_in)
-        )
+        node_decoder = MLP((d,), final_activation=True, name="node_decoder")
+        node_output = output_head(2, self.output, "node_output")
+        node_out = node_output(node_decoder(jnp.concatenate([nodes, node_enc], -1)))
+        neuron_out = None
+        if spec.neuron_params:
+            # Decoded from the final state of their neuron, like a kernel cell from its edge's or a bias.
+            neuron_in = jnp.concatenate([nodes[spec.neuron_param_nodes], neuron_enc], -1)
+            neuron_out = jnp.where(
+                scale[:, None], edge_output(edge_decoder(neuron_in)), node_output(node_decoder(neuron_in))
+            )
         unplaced_out = None
         if spec.unplaced:
             # Coordinates outside the graph: decoded like a kernel cell, with the graph's mean state as context.
             unplaced = cell_encoder(graphs.unplaced_values(feats, spec))  # (F, d)
             context = jnp.broadcast_to(nodes.mean(0) + g, unplaced.shape)
             unplaced_out = edge_output(edge_decoder(jnp.concatenate([context, unplaced], -1)))
-        return graphs.graph_to_params(edge_out, node_out, _float_spec(spec), unplaced_out), recurrent
+        return graphs.graph_to_params(edge_out, node_out, _float_spec(spec), unplaced_out, neuron_out), recurrent
 
     def _body(self) -> nn.Module:
         if self.body == "pna":
@@ -183,11 +200,11 @@ class _GraphFamily(LearnedOptimizer):
         spec = graphs.graph_spec(
             params, activations=activations, order=order, strict=strict, apply_fn=apply_fn, example_input=example_input
         )
-        if self.probes is not None and (spec.unplaced or len(spec.residual_senders)):
+        if self.probes is not None and not spec.sequential:
             raise ValueError(
                 f"probe features run the optimizee's forward pass through its sequential neural graph, and this "
-                f"model has residual connections or parameters outside it ({list(spec.unplaced_paths)}); use "
-                "meta-parameters without probes for this model."
+                f"model has residual connections, normalisation or attention layers, or parameters outside the graph "
+                f"({list(spec.unplaced_paths)}); use meta-parameters without probes for this model."
             )
         return spec
 

@@ -3,9 +3,9 @@ ResNet and a small transformer classifier.
 
 Layers keep Linen's automatic names (``Dense_0``, ``Conv_0``, ...) so that ``l2o_jax.graphs`` can read
 the architecture from the parameter pytree alone: the natural order of the names is the forward order of
-the Dense/Conv layers. The ResNet's and transformer's other parameters (LayerNorm scales and biases, the
-position embedding, attention projections) are outside the neural graph; their residual connections are
-read from the computation only when ``graph_spec`` gets ``apply_fn`` and ``example_input``.
+the Dense/Conv layers. Read that way, the ResNet's and transformer's other parameters (LayerNorm scales and
+biases, the position embedding, attention projections) are outside the neural graph; read from the computation
+(``graph_spec`` with ``apply_fn`` and ``example_input``) they are placed in it, with the residual connections.
 """
 
 from __future__ import annotations
@@ -158,7 +158,9 @@ class TransformerClassifier(nn.Module):
 
 def layer_activations(model: nn.Module) -> tuple[str, ...]:
     """Activation name after each Dense/Conv layer of the neural graph, in forward order; the classifier's is
-    ``'linear'``. In the ResNet and transformer, a layer that writes to the residual stream is ``'linear'``.
+    ``'linear'``. In the ResNet and transformer, a layer that writes to the residual stream is ``'linear'``; the
+    transformer's attention layers, placed only when the graph is read from the computation, are not listed
+    (``graph_spec`` makes them ``'linear'``).
 
     Example:
       >>> layer_activations(CNNClassifier(width=32, depth=3, num_classes=10))
