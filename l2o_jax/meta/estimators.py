@@ -180,15 +180,18 @@ def _init_truncated(estimator, meta_params, task, key, count: int) -> tuple[Inne
 
 
 def _maybe_reset(
-    estimator, meta_params, task, inner: InnerState, horizons: jax.Array, key
-) -> tuple[InnerState, jax.Array, jax.Array]:
-    """Replaces optimizees that reached their horizon by fresh ones with new horizons; returns the reset mask."""
-    done = inner.step >= horizons
+    estimator, meta_params, task, sides: tuple[InnerState, ...], horizons: jax.Array, key
+) -> tuple[tuple[InnerState, ...], jax.Array, jax.Array]:
+    """Replaces optimizees that reached their horizon by fresh ones with new horizons; returns the reset mask.
+
+    ``sides`` are runs that share horizons (PES's θ+ε and θ-ε optimizees): one set of fresh optimizees, built
+    once, replaces the finished ones in each."""
+    done = sides[0].step >= horizons
     init_key, horizon_key = jax.random.split(key)
     fresh = jax.vmap(lambda k: init_inner_state(meta_params, task, k))(jax.random.split(init_key, done.shape[0]))
     pick = lambda new, old: jnp.where(done.reshape(done.shape + (1,) * (old.ndim - 1)), new, old)
     new_horizons = jnp.where(done, sample_horizons(estimator.horizon, horizon_key, done.shape[0]), horizons)
-    return jax.tree.map(pick, fresh, inner), new_horizons, done
+    return tuple(jax.tree.map(pick, fresh, side) for side in sides), new_horizons, done
 
 
 @dataclasses.dataclass(frozen=True)
@@ -227,7 +230,7 @@ class TruncatedBPTT:
 
     def estimate(self, meta_params: MetaParams, task, state: TruncatedState, key):
         state = shard_tasks(state)
-        inner, horizons, _ = _maybe_reset(self, meta_params, task, state.inner, state.horizons, key)
+        (inner,), horizons, _ = _maybe_reset(self, meta_params, task, (state.inner,), state.horizons, key)
 
         def mean_loss(arrays):
             meta = meta_params.replace(arrays=arrays)
@@ -271,8 +274,9 @@ class PES:
         state = shard_tasks(state)
         reset_key, noise_key = jax.random.split(key)
         side = lambda i: jax.tree.map(lambda x: x[:, i], state.inner)
-        plus, horizons, done = _maybe_reset(self, meta_params, task, side(0), state.horizons, reset_key)
-        minus, _, _ = _maybe_reset(self, meta_params, task, side(1), state.horizons, reset_key)
+        (plus, minus), horizons, done = _maybe_reset(
+            self, meta_params, task, (side(0), side(1)), state.horizons, reset_key
+        )
         accumulated = jax.tree.map(
             lambda a: jnp.where(done.reshape((-1,) + (1,) * (a.ndim - 1)), 0.0, a), state.accumulated
         )
