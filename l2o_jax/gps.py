@@ -30,9 +30,9 @@ action ``u_t`` is the step. One iteration (:meth:`GuidedPolicySearch.estimate`),
    LSTM's parameters, the policy re-run along the sampled histories (:func:`supervised_kl`). ``meta_train``'s
    optax meta-optimizer applies it, so each outer step is one C-step and one gradient of the S-step.
 
-Simplifications against the papers, each a knob to add: ``ε`` is fixed (MDGPS adapts it from predicted and
-actual improvement), samples come from the global policy only, the S-step is one gradient per C-step, and
-``σ`` is not fitted by default (``train_std``).
+Simplifications against the papers: ``ε`` is fixed unless ``adapt_kl_bound`` (then MDGPS's rule from predicted
+and actual improvement, with the sampled objective as the actual one: :func:`adapt_kl_bound`), samples come from
+the global policy only, the S-step is one gradient per C-step, and ``σ`` is not fitted by default (``train_std``).
 
 Everything is computed in units where each state and action dimension has unit root mean square (the KL does
 not change; the cost is divided by a positive constant), so float32 serves gradients and steps of any scale.
@@ -336,7 +336,9 @@ def local_controllers(runs: Trajectories, policy_var, kl_bound: float, prior_str
     Returns:
       ``(target_mean (N, T-1, P), target_var (T-1,), info)``: the controllers' steps at the sampled states of the
       first ``T - 1`` steps (the last has no observed transition) and a dict with ``eta``, ``kl``, the fitted
-      ``dynamics`` and ``controller`` (normalised units) and the ``scales`` of ``(x, u)``.
+      ``dynamics`` and ``controller`` (normalised units), the ``scales`` of ``(x, u)`` and ``predicted_change``,
+      the change of the run's mean objective that the cost model predicts from following the controllers
+      instead of the policy's linearisation.
 
     Example:
       >>> target_mean, target_var, info = local_controllers(runs, policy_var, kl_bound=1.0)
@@ -363,11 +365,54 @@ def local_controllers(runs: Trajectories, policy_var, kl_bound: float, prior_str
     initial_mean = x[0].mean(0)
     initial_cov = jnp.cov(x[0].T) + 1e-6 * jnp.eye(STATE_DIM)
     controller, eta, kl = kl_constrained_lqr(dynamics, cost, prior, initial_mean, initial_cov, kl_bound)
+    model_cost = lambda c: forward_pass(dynamics, c, cost, prior, initial_mean, initial_cov)[0].sum()
+    # Back in objective units: every coordinate contributes its cost, scaled by scale_g · scale_u.
+    predicted_change = (model_cost(controller) - model_cost(prior)) * p * scale_g * scale_u
     target = jnp.einsum("tnj,tj->tn", x[:-1], controller.gain[:, 0]) + controller.bias[:, 0, None]
     target_mean = jnp.moveaxis(target.reshape(steps, n, p), 0, 1) * scale_u
     target_var = controller.cov[:, 0, 0] * scale_u**2
-    info = {"eta": eta, "kl": kl, "dynamics": dynamics, "controller": controller, "scales": (x_scale, scale_u)}
+    info = {
+        "eta": eta,
+        "kl": kl,
+        "dynamics": dynamics,
+        "controller": controller,
+        "scales": (x_scale, scale_u),
+        "predicted_change": predicted_change,
+    }
     return target_mean, target_var, info
+
+
+class KLBoundState(NamedTuple):
+    """What ``GuidedPolicySearch(adapt_kl_bound=True)`` carries between iterations (scalars).
+
+    Attributes:
+      kl_bound: the current ``ε``.
+      objective: the last iteration's sampled mean objective (NaN before the first).
+      predicted: the mean objective the last C-step's model predicted for its controllers.
+    """
+
+    kl_bound: jax.Array
+    objective: jax.Array
+    predicted: jax.Array
+
+
+def adapt_kl_bound(state: KLBoundState, objective, limits: tuple[float, float]) -> KLBoundState:
+    """MDGPS's step-size rule: ``ε ← ε · clip(Δ_pred / (2 max(Δ_pred - Δ_actual, 1e-4)), 0.1, 5)`` within ``limits``.
+
+    ``Δ_pred = J_prev - J_predicted`` is the improvement the last C-step's model promised, ``Δ_actual = J_prev - J``
+    what the new policy's samples gave: a step that delivers half its promise keeps ``ε``, one that delivers more
+    grows it (at most 5x), one that delivers nothing halves it, a worse objective or a model that promised nothing
+    shrinks it further (at most 10x). Unlike Montgomery & Levine's Laplace estimates under the new dynamics, ``J``
+    here is the sampled mean objective. The first iteration (no previous objective) keeps ``ε``.
+
+    Example:
+      >>> adapt_kl_bound(KLBoundState(100.0, 1.0, 0.5), objective=0.75, limits=(1.0, 1e4)).kl_bound  # kept
+    """
+    promised = state.objective - state.predicted
+    delivered = state.objective - objective
+    multiplier = jnp.clip(promised / (2 * jnp.maximum(promised - delivered, 1e-4)), 0.1, 5.0)
+    multiplier = jnp.where(jnp.isfinite(multiplier), multiplier, 1.0)
+    return state._replace(kl_bound=jnp.clip(state.kl_bound * multiplier, *limits), objective=objective)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -389,6 +434,9 @@ class GuidedPolicySearch:
       train_std: also fit the policy's step noise ``σ`` to the controllers' covariances (MDGPS does). Off by
         default: the linearisation's residual inflates ``S̄`` and with it ``S_t``, so a fitted ``σ`` grows
         and only adds noise to the runs; the KL's mean term still trains the LSTM and ``lr``.
+      adapt_kl_bound: start from ``kl_bound`` and adapt it each iteration by MDGPS's rule
+        (:func:`adapt_kl_bound`), within ``kl_bound_limits``; the state is then a :class:`KLBoundState`.
+      kl_bound_limits: the range the adapted bound stays in.
 
     Example:
       >>> estimator = GuidedPolicySearch(length=50, num_trajectories=4, kl_bound=100.0)
@@ -402,6 +450,8 @@ class GuidedPolicySearch:
     prior_strength: float = 0.1
     curvature_floor: float = 1e-2
     train_std: bool = False
+    adapt_kl_bound: bool = False
+    kl_bound_limits: tuple[float, float] = (1.0, 1e4)
 
     def __post_init__(self):
         if self.length < 3 or self.num_trajectories < 1 or not self.kl_bound > 0:
@@ -413,7 +463,9 @@ class GuidedPolicySearch:
     def init(self, meta_params, task, key):
         del task, key
         check_meta_params(meta_params, LiMalikL2O)
-        return ()
+        if not self.adapt_kl_bound:
+            return ()
+        return KLBoundState(jnp.float32(self.kl_bound), jnp.float32(jnp.nan), jnp.float32(jnp.nan))
 
     def sample(self, meta_params: MetaParams, task, key) -> Trajectories:
         """``num_trajectories`` runs of fresh optimizees (leading axis ``N``)."""
@@ -424,10 +476,16 @@ class GuidedPolicySearch:
     def estimate(self, meta_params: MetaParams, task, state, key):
         runs = self.sample(meta_params, task, key)
         policy_var = jnp.exp(2 * (meta_params.arrays["log_lr"] + meta_params.arrays["log_std"]))
-        target_mean, target_var, _ = local_controllers(
-            runs, policy_var, self.kl_bound, self.prior_strength, self.curvature_floor
+        objective = runs.values.mean()
+        if self.adapt_kl_bound:
+            state = adapt_kl_bound(state, objective, self.kl_bound_limits)
+        kl_bound = state.kl_bound if self.adapt_kl_bound else self.kl_bound
+        target_mean, target_var, info = local_controllers(
+            runs, policy_var, kl_bound, self.prior_strength, self.curvature_floor
         )
+        if self.adapt_kl_bound:
+            state = state._replace(predicted=objective + info["predicted_change"])
         grads = jax.grad(supervised_kl)(meta_params.arrays, meta_params, runs, target_mean, target_var)
         if not self.train_std:
             grads = {**grads, "log_std": jnp.zeros_like(grads["log_std"])}
-        return runs.values.mean(), grads, state
+        return objective, grads, state

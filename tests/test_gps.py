@@ -8,8 +8,10 @@ import pytest
 import scipy.linalg
 
 from l2o_jax.gps import GuidedPolicySearch
+from l2o_jax.gps import KLBoundState
 from l2o_jax.gps import LinearGaussian
 from l2o_jax.gps import QuadraticCost
+from l2o_jax.gps import adapt_kl_bound
 from l2o_jax.gps import fit_linear_gaussian
 from l2o_jax.gps import forward_pass
 from l2o_jax.gps import kl_constrained_lqr
@@ -116,6 +118,7 @@ def test_supervised_steps_decrease_the_kl_to_the_local_controllers(task):
     np.testing.assert_allclose(float(info["kl"]), estimator.kl_bound, rtol=1e-3)
     # The controllers step against the gradient: the first state coordinate is g_t.
     assert np.all(np.asarray(info["controller"].gain[:, 0, 0]) < 0)
+    assert float(info["predicted_change"]) < 0  # and the cost model expects them to lower the objective
     loss_and_grad = jax.jit(jax.value_and_grad(lambda a, *data: supervised_kl(a, meta, *data)))
     # Re-run along the recorded histories, the policy reproduces its own means: zero KL to itself.
     own_var = jnp.full(target_var.shape, policy_var)
@@ -148,6 +151,26 @@ def test_gps_improves_expected_reward_on_held_out_optimizees(task, tmp_path):
     trained = trained.replace(arrays=jax.tree.map(np.asarray, trained.arrays))
     before, after = float(score(SMALL.init(jax.random.key(0)))), float(score(trained))
     assert after > before + 0.1, (before, after)
+
+
+def test_kl_bound_adapts_by_predicted_against_actual_improvement(task):
+    limits = (1.0, 1e4)
+    adapted = lambda objective, state=KLBoundState(100.0, 1.0, 0.5): float(adapt_kl_bound(state, objective, limits)[0])
+    assert adapted(0.75) == pytest.approx(100.0)  # half the promised improvement: kept
+    assert adapted(1.0) == pytest.approx(50.0)  # none of it: halved
+    assert adapted(0.4) == pytest.approx(500.0)  # more than promised: the largest growth, 5x
+    assert adapted(3.0) == pytest.approx(10.0)  # worse: the largest cut, 10x
+    assert adapted(0.4, KLBoundState(5e3, 1.0, 0.5)) == 1e4  # within the limits
+    assert adapted(0.9, KLBoundState(100.0, jnp.nan, jnp.nan)) == 100.0  # first iteration: kept
+    estimator = GuidedPolicySearch(length=12, num_trajectories=2, kl_bound=10.0, adapt_kl_bound=True)
+    meta = SMALL.init(jax.random.key(0))
+    state = estimator.init(meta, task, jax.random.key(0))
+    estimate = jax.jit(lambda m, s, k: estimator.estimate(m, task, s, k))
+    loss, _, state = estimate(meta, state, jax.random.key(1))
+    assert float(state.kl_bound) == 10.0 and float(state.objective) == float(loss)
+    assert float(state.predicted) < float(loss)  # the controllers' promise, read at the next iteration
+    _, _, state = estimate(meta, state, jax.random.key(2))
+    assert 1.0 <= float(state.kl_bound) <= 50.0 and float(state.kl_bound) != 10.0
 
 
 def test_bad_settings_are_named():

@@ -16,6 +16,7 @@ from l2o_jax.tasks import TaskFamily
 from l2o_jax.tasks import image_task
 from l2o_jax.tasks import layer_activations
 from l2o_jax.tasks import load_dataset
+from l2o_jax.tasks import principal_components
 
 
 def train(task, steps, learning_rate, seed=0):
@@ -65,6 +66,29 @@ def test_split_and_dataset_names_are_checked():
         load_dataset('digits').split('valid')
     with pytest.raises(ValueError, match='mnist1d'):
         load_dataset('imagenet')
+
+
+def test_principal_components_are_fitted_on_the_training_split_only():
+    data = load_dataset('digits')
+    reduced = principal_components(data, 48)
+    assert (reduced.name, reduced.input_shape, reduced.train_x.shape) == ('digits-pca48', (48,), (1197, 48))
+    train = np.asarray(reduced.train_x, np.float64)
+    covariance = np.cov(train.T)
+    np.testing.assert_allclose(train.mean(0), 0.0, atol=1e-3)  # centred on the training split
+    np.testing.assert_allclose(covariance - np.diag(np.diag(covariance)), 0.0, atol=1e-2)  # uncorrelated
+    assert np.all(np.diff(np.diag(covariance)) <= 1e-6)  # leading components first
+    # Validation inputs are projected with the training split's centre and components, not refitted.
+    flat = lambda x: np.asarray(x, np.float64).reshape(len(x), -1)
+    directions = np.linalg.lstsq(flat(data.train_x) - flat(data.train_x).mean(0), train, rcond=None)[0]
+    expected = (flat(data.val_x) - flat(data.train_x).mean(0)) @ directions
+    np.testing.assert_allclose(reduced.val_x, expected, atol=1e-3)
+    np.testing.assert_allclose(reduced.normalize(reduced.train_x).std(0), 1.0, atol=1e-4)
+    assert principal_components(load_dataset('mnist1d'), 48).input_shape == (40,)  # fewer values: all kept
+    task = image_task('digits', model='mlp', width=48, depth=2, pca_dims=48)
+    assert task.name == 'digits-pca48/mlp-w48-d2-relu' and load_dataset('digits', pca_dims=48) is task.data
+    assert TaskFamily(datasets=('digits',), models=('mlp',), pca_dims=8).sample(jax.random.key(0)).input_shape == (8,)
+    with pytest.raises(ValueError, match='dims'):
+        principal_components(data, 0)
 
 
 def test_cnn_learns_digits():

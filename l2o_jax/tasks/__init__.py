@@ -7,6 +7,7 @@ from l2o_jax.tasks.datasets import Dataset
 from l2o_jax.tasks.datasets import DatasetUnavailableError
 from l2o_jax.tasks.datasets import load_dataset
 from l2o_jax.tasks.datasets import prepare_datasets
+from l2o_jax.tasks.datasets import principal_components
 from l2o_jax.tasks.models import CNNClassifier
 from l2o_jax.tasks.models import MLPClassifier
 from l2o_jax.tasks.models import ResNetClassifier
@@ -32,4 +33,5 @@ __all__ = [
     "layer_activations",
     "load_dataset",
     "prepare_datasets",
+    "principal_components",
 ]

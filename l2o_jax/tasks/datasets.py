@@ -75,13 +75,16 @@ class Dataset:
         raise ValueError(f'Unknown split {name!r}; expected one of {SPLITS}.')
 
 
-def load_dataset(name: str, *, data_dir: str | None = None, download: bool = False) -> Dataset:
+def load_dataset(
+    name: str, *, data_dir: str | None = None, download: bool = False, pca_dims: int | None = None
+) -> Dataset:
     """Loads a dataset by name onto the default device; results are cached per arguments.
 
     Args:
       name: one of ``EMBEDDED_DATASETS`` (offline) or ``TFDS_DATASETS``.
       data_dir: tfds data directory (tfds's default when ``None``); ignored for embedded datasets.
       download: let tfds download and prepare a missing dataset (needs a network).
+      pca_dims: read the inputs as their first ``pca_dims`` principal components (:func:`principal_components`).
 
     Returns:
       A :class:`Dataset`. For tfds datasets, validation is the last 10% of tfds's train split.
@@ -101,11 +104,13 @@ def load_dataset(name: str, *, data_dir: str | None = None, download: bool = Fal
         )
     if name in EMBEDDED_DATASETS:
         data_dir, download = None, False
-    return _load_cached(name, data_dir, download)
+    return _load_cached(name, data_dir, download, pca_dims)
 
 
 @functools.lru_cache(maxsize=8)
-def _load_cached(name: str, data_dir: str | None, download: bool) -> Dataset:
+def _load_cached(name: str, data_dir: str | None, download: bool, pca_dims: int | None = None) -> Dataset:
+    if pca_dims is not None:
+        return principal_components(_load_cached(name, data_dir, download), pca_dims)
     if name == 'digits':
         splits, num_classes = _digits_splits(), 10
     elif name == 'mnist1d':
@@ -113,6 +118,39 @@ def _load_cached(name: str, data_dir: str | None, download: bool) -> Dataset:
     else:
         splits, num_classes = _tfds_splits(name, data_dir, download)
     return _make_dataset(name, num_classes, splits)
+
+
+def principal_components(data: Dataset, dims: int = 48) -> Dataset:
+    """``data`` with each input replaced by its coordinates on the first ``dims`` principal components.
+
+    The centre and the components are those of the training split only; validation and test inputs are projected
+    with them, and the normalisation statistics are the projected training split's (per component). Inputs with at
+    most ``dims`` values keep all their components (a rotation). Li & Malik's 48-48-10 MLP reads MNIST this way.
+
+    Args:
+      data: a loaded :class:`Dataset`.
+      dims: how many components to keep.
+
+    Returns:
+      A :class:`Dataset` with inputs of shape ``(min(dims, values),)``, named ``'<name>-pca<that number>'``.
+
+    Example:
+      >>> principal_components(load_dataset('digits'), 48).input_shape
+      (48,)
+    """
+    if int(dims) != dims or dims < 1:
+        raise ValueError(f'principal_components needs a positive integer number of dims, got {dims!r}.')
+    flat = lambda x: np.asarray(x, np.float64).reshape(len(x), -1)
+    train = flat(data.train_x)
+    dims = min(dims, train.shape[1])
+    centre = train.mean(0)
+    # eigh of the covariance, not an SVD of the data: it gives every component even with fewer examples than values.
+    _, vectors = np.linalg.eigh(np.cov(train, rowvar=False))
+    directions = vectors[:, ::-1][:, :dims]  # eigenvalues ascend: the leading components are the last
+    directions = directions * np.sign(directions[np.abs(directions).argmax(0), np.arange(dims)])  # a fixed sign
+    project = lambda x: ((flat(x) - centre) @ directions).astype(np.float32)
+    splits = [(project(x), np.asarray(y)) for x, y in (data.split(s) for s in SPLITS)]
+    return _make_dataset(f'{data.name}-pca{dims}', data.num_classes, splits)
 
 
 def _make_dataset(name: str, num_classes: int, splits) -> Dataset:

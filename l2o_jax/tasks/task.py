@@ -18,6 +18,7 @@ from flax import struct
 from l2o_jax.graphs import ACTIVATIONS
 from l2o_jax.tasks.datasets import Dataset
 from l2o_jax.tasks.datasets import load_dataset
+from l2o_jax.tasks.datasets import principal_components
 from l2o_jax.tasks.models import CNNClassifier
 from l2o_jax.tasks.models import MLPClassifier
 from l2o_jax.tasks.models import ResNetClassifier
@@ -113,6 +114,7 @@ def image_task(
     *,
     data_dir: str | None = None,
     download: bool = False,
+    pca_dims: int | None = None,
 ) -> Task:
     """Builds a classification task.
 
@@ -128,6 +130,8 @@ def image_task(
         only, ``activation`` is the transformer MLP's.
       batch_size: examples per :meth:`Task.sample_batch`.
       data_dir, download: passed to :func:`load_dataset` when ``dataset`` is a name.
+      pca_dims: read the inputs as their first ``pca_dims`` principal components, fitted on the training split
+        (:func:`principal_components`; Li & Malik's MLP: ``model='mlp', width=48, depth=2, pca_dims=48``).
 
     Returns:
       A :class:`Task` named like ``'digits/cnn-w32-d3-k3-relu'``.
@@ -149,7 +153,10 @@ def image_task(
     ):
         if int(value) != value or value < 1:
             raise ValueError(f'{argument} must be a positive integer, got {value!r}.')
-    data = dataset if isinstance(dataset, Dataset) else load_dataset(dataset, data_dir=data_dir, download=download)
+    if isinstance(dataset, Dataset):
+        data = dataset if pca_dims is None else principal_components(dataset, pca_dims)
+    else:
+        data = load_dataset(dataset, data_dir=data_dir, download=download, pca_dims=pca_dims)
     if model == 'transformer' and width % TRANSFORMER_HEADS:
         raise ValueError(f'the transformer needs a width divisible by its {TRANSFORMER_HEADS} heads, got {width}.')
     if model in ('cnn', 'resnet'):
@@ -173,7 +180,8 @@ class TaskFamily:
     """A distribution over image tasks: each attribute is drawn uniformly from its tuple of choices.
 
     Datasets are loaded once (``load_dataset`` caches them), so sampling is cheap. ``sample`` needs a
-    concrete key: architecture choices are Python values, not traced ones.
+    concrete key: architecture choices are Python values, not traced ones. ``pca_dims`` reads every dataset's
+    inputs as their first principal components (see :func:`image_task`).
 
     Example:
       >>> family = TaskFamily(widths=(16, 32, 64), depths=(2, 3, 4))
@@ -188,6 +196,7 @@ class TaskFamily:
     activations: tuple[str, ...] = ('relu',)
     batch_size: int = 128
     data_dir: str | None = None
+    pca_dims: int | None = None
 
     def __post_init__(self):
         for field in ('datasets', 'models', 'widths', 'depths', 'kernel_sizes', 'activations'):
@@ -207,4 +216,5 @@ class TaskFamily:
             activation=pick(self.activations),
             batch_size=self.batch_size,
             data_dir=self.data_dir,
+            pca_dims=self.pca_dims,
         )
