@@ -18,6 +18,22 @@ CACHE_DIR = os.environ.setdefault(
 MIN_COMPILE_SECONDS = os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.1")
 
 
+def pytest_collection_modifyitems(config, items):
+    """Runs the tests marked ``slow`` (end-to-end runs of a minute or more) first.
+
+    pytest-xdist hands tests to its workers in collection order; a minute-long test collected last keeps one
+    worker busy while the other idles. Longest first is the classic fix for that tail.
+    """
+    del config
+    longest = ("test_paper_dry_run.py", "test_pretrained.py", "test_notebooks.py")  # measured, longest first
+
+    def order(item):
+        name = item.path.name
+        return (item.get_closest_marker("slow") is None, longest.index(name) if name in longest else len(longest))
+
+    items.sort(key=order)  # stable: the order within each group is kept
+
+
 def pytest_configure(config):
     del config
     # jax may have been imported (reading the environment) before this file; set the options directly too.

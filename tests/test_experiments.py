@@ -8,6 +8,8 @@ import os
 import jax
 import pytest
 
+pytestmark = pytest.mark.slow  # end-to-end runs: scheduled first (tests/conftest.py)
+
 EXPERIMENTS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "experiments")
 
 #: replicate.py --scale smoke, shrunk to what shows the pipeline works: one outer step, tiny nets, 2 seeds.

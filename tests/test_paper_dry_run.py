@@ -14,6 +14,8 @@ import tensorflow_datasets as tfds
 
 from l2o_jax.tasks import datasets
 
+pytestmark = pytest.mark.slow  # end-to-end runs: scheduled first (tests/conftest.py)
+
 EXPERIMENTS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "experiments")
 PAPER_DRY_RUN = ["--scale", "paper", "--dry-run", "--no-progress"]
 
