@@ -1,4 +1,4 @@
-"""What the three experiments of seed 000 share: the two scales, the command line, meta-training (or reusing)
+"""What the three experiments of Sbicego et al. share: the two scales, the command line, meta-training (or reusing)
 the learned optimizers, and the run directory's report.
 
 A run directory holds ``configs.json``, one meta-training run per learned optimizer (``<name>/``: config,
@@ -34,7 +34,7 @@ from l2o_jax.optimizers import TransformerL2O
 from l2o_jax.tasks import TaskFamily
 from l2o_jax.tasks import image_task
 
-#: The learned optimizers of seed 000 by the names its figures use: ``(hidden, layers) -> config``.
+#: The learned optimizers of Sbicego et al. by the names its figures use: ``(hidden, layers) -> config``.
 LEARNED = {
     "NG-GNN": lambda hidden, layers: GraphL2O(hidden=hidden, layers=layers),
     "NG-T": lambda hidden, layers: TransformerL2O(hidden=hidden, layers=layers, heads=4),
@@ -55,7 +55,7 @@ class Scale:
       hidden, layers: width and depth of every meta-network.
       widths, depths: the generalization sweeps, at the meta-training depth and width respectively.
       variable_points: how many inner lengths GNN-variable draws from, spread over 0.75..2.5x the base
-        length (seed 000: 75, 100, ..., 250 around K = 100).
+        length (Sbicego et al.: 75, 100, ..., 250 around K = 100).
     """
 
     study: study.StudyConfig
@@ -255,7 +255,7 @@ def configure(args: argparse.Namespace) -> tuple[Scale, study.StudyConfig]:
     return dataclasses.replace(scale, study=protocol, hidden=hidden, layers=layers), protocol
 
 
-def contender(name: str, scale: Scale) -> study.StudyConfig:
+def learned_study(name: str, scale: Scale) -> study.StudyConfig:
     """The protocol with ``name``'s learned optimizer (and, for GNN-variable, its draw of inner lengths)."""
     meta = dataclasses.replace(scale.study.meta, learned_optimizer=LEARNED[name](scale.hidden, scale.layers))
     if name == "GNN-variable":
@@ -271,7 +271,7 @@ def train_or_reuse(
     ``<name>/best_meta_params``, loads it from there. Returns ``({name: meta_params}, {name: provenance})``.
 
     Example:
-      >>> trained, info = train_or_reuse({'NG-GNN': contender('NG-GNN', smoke_scale())}, 'runs/x')
+      >>> trained, info = train_or_reuse({'NG-GNN': learned_study('NG-GNN', smoke_scale())}, 'runs/x')
     """
     trained, provenance = {}, {}
     for name, config in studies.items():
@@ -404,7 +404,7 @@ def prepare_run(args: argparse.Namespace, scale: Scale) -> tuple[str, dict, dict
     optimizer of ``--optimizers``. Returns ``(workdir, {name: meta_params}, {name: provenance})``."""
     workdir = os.path.abspath(args.workdir)
     os.makedirs(workdir, exist_ok=True)
-    studies = {name: contender(name, scale) for name in args.optimizers}
+    studies = {name: learned_study(name, scale) for name in args.optimizers}
     save_configs(workdir, studies)
     return workdir, *train_or_reuse(studies, workdir, from_run=args.from_run, progress=not args.no_progress)
 

@@ -196,7 +196,7 @@ def tune_learning_rate(optimizer: str, task, scale: Scale) -> float:
     return max(scores, key=scores.get)
 
 
-def contenders(trained: dict) -> list[tuple[str, object, object]]:
+def optimizer_rows(trained: dict) -> list[tuple[str, object, object]]:
     """``(label, optax transform, meta_params or None)`` for every row: each optimizer at its tuned learning rate
     with true and with learned gradients."""
     rows = []
@@ -254,7 +254,7 @@ def run(scale: Scale, scale_name: str, out: str, workdir: str, progress: bool = 
             last_10=float(np.mean(losses[-10:])),
             seconds=round(seconds, 1),
         )
-    rows = contenders(trained)
+    rows = optimizer_rows(trained)
     results = {}
     bar = tqdm(total=len(eval_tasks) * len(rows), desc="held-out runs", disable=not progress)
     for task_name, task in eval_tasks.items():
@@ -271,7 +271,7 @@ def run(scale: Scale, scale_name: str, out: str, workdir: str, progress: bool = 
     plot(results, stem + ".png")
     data = {
         "kind": "learned_backward",
-        "title": f"Learned backward pass (seed 001), {scale_name} scale",
+        "title": f"Learned backward pass (Simons), {scale_name} scale",
         "optimizers": list(OPTIMIZERS),
         "setup": {
             "train_task": train_task.name,

@@ -32,7 +32,7 @@ class FeatureConfig:
     """What a learned optimizer sees.
 
     Attributes:
-      betas: momentum timescales (seed 000: 0.5, 0.9, 0.99, 0.999, 0.9999).
+      betas: momentum timescales (Sbicego et al.: 0.5, 0.9, 0.99, 0.999, 0.9999).
       second_moment_beta: decay of the running mean of g^2 that normalises gradient and momenta.
       log_sign_p: the constant p of the log/sign gradient preprocessing (Andrychowicz et al.: 10).
       normalize: divide gradient and momenta by sqrt of the second moment (per parameter); without it the raw

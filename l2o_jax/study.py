@@ -1,4 +1,4 @@
-"""The whole pipeline of seed 000 as data and one function: meta-train, select the best checkpoint on
+"""The whole pipeline of Sbicego et al. as data and one function: meta-train, select the best checkpoint on
 validation, evaluate against tuned baselines on a held-out (wider) network, and write tables and figures.
 
 ``l2o-jax quickstart`` runs the ``quickstart`` preset; ``l2o-jax meta-train --config paper`` the paper's.
@@ -50,7 +50,7 @@ class StudyConfig:
       eval_steps, seeds, eval_every: the evaluation protocol.
       baselines: hand-made optimizers (keys of ``evaluation.BASELINES``) tuned by grid search on the evaluation
         task's validation split at ``eval_steps``.
-      learning_rates, weight_decays: the grid (default: the fine grid; ``evaluation.KOFINAS_*`` is seed 000's).
+      learning_rates, weight_decays: the grid (default: the fine grid; ``evaluation.KOFINAS_*`` is Sbicego et al.'s).
       tuning_seeds, tuning_select_by: the baselines' selection rule: runs per grid point, and ``'loss'`` (mean
         validation loss at ``eval_steps``, the rule checkpoints are selected by) or ``'accuracy'``.
       compare_at: earlier steps (multiples of ``eval_every``) at which the report also compares the runs, e.g.

@@ -1,4 +1,4 @@
-"""The experiment scripts of seed 000, end to end at the smallest settings."""
+"""The experiment scripts of Sbicego et al., end to end at the smallest settings."""
 
 import importlib
 import json
@@ -58,9 +58,9 @@ def test_command_line_overrides_reach_the_protocol(experiments):
     assert protocol.meta.task_family.widths == (4,) and protocol.selection_task["width"] == 4
     assert protocol.eval_task["dataset"] == "mnist1d" and protocol.eval_task["model"] == "mlp"
     assert protocol.learning_rates == (1e-2,) and protocol.seeds == 2
-    assert common.variable_lengths(100, 8) == tuple(range(75, 251, 25))  # seed 000's GNN-variable
-    variable = common.contender("GNN-variable", scale).meta.estimator.lengths
-    assert min(variable) < 5 < max(variable) and common.contender("NG-GNN", scale).meta.estimator.lengths == (5,)
+    assert common.variable_lengths(100, 8) == tuple(range(75, 251, 25))  # Sbicego et al.'s GNN-variable
+    variable = common.learned_study("GNN-variable", scale).meta.estimator.lengths
+    assert min(variable) < 5 < max(variable) and common.learned_study("NG-GNN", scale).meta.estimator.lengths == (5,)
 
 
 def test_paper_scale_is_seed_000s_protocol(experiments):
@@ -82,5 +82,5 @@ def test_paper_scale_is_seed_000s_protocol(experiments):
         1000,
         5,
     )
-    assert {"adam", "rmsprop"} <= set(protocol.baselines)  # seed 000's, beside the practitioner's baselines
-    assert common.contender("GNN-variable", scale).meta.estimator.lengths == tuple(range(75, 251, 25))
+    assert {"adam", "rmsprop"} <= set(protocol.baselines)  # Sbicego et al.'s, beside the practitioner's baselines
+    assert common.learned_study("GNN-variable", scale).meta.estimator.lengths == tuple(range(75, 251, 25))

@@ -22,7 +22,8 @@ from l2o_jax.meta.unroll import rollout
 FINE_LEARNING_RATES = tuple(1e-4 * 2.0**k for k in range(11))
 FINE_WEIGHT_DECAYS = (0.0, 1e-4)
 
-#: Kofinas et al.'s (seed 000's) own grid, kept for replicating their tables; it has a 10x gap at 0.005-0.05.
+#: The grid of Sbicego et al.'s replication of Kofinas et al., kept for replicating their tables; it has a 10x gap
+#: at 0.005-0.05.
 KOFINAS_LEARNING_RATES = (0.05, 0.005, 0.002, 0.001, 0.0005)
 KOFINAS_WEIGHT_DECAYS = (0.0, 1e-5, 1e-3)
 
@@ -259,7 +260,7 @@ def tune_baseline(
       task: an ``l2o_jax.tasks.Task``.
       steps: the horizon, the same as the evaluation's.
       seeds: runs per grid point.
-      learning_rates, weight_decays: the grid (default: the fine grid; ``KOFINAS_*`` is seed 000's).
+      learning_rates, weight_decays: the grid (default: the fine grid; ``KOFINAS_*`` is Sbicego et al.'s).
       max_eval_examples: validation examples scored.
       select_by: ``'loss'`` (lowest mean validation loss) or ``'accuracy'`` (highest; ties: loss).
 

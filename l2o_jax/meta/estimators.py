@@ -55,7 +55,7 @@ def _weighted_mean(weights, trees):
 
 @dataclasses.dataclass(frozen=True)
 class FullUnrollBPTT:
-    """Backprop through complete inner runs of fresh optimizees (seed 000's regime, K = 100).
+    """Backprop through complete inner runs of fresh optimizees (Sbicego et al.'s regime, K = 100).
 
     Attributes:
       lengths: inner steps per run; with several, the trainer draws one uniformly per outer step
