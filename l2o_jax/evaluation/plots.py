@@ -20,18 +20,36 @@ def _figure(figsize: tuple[float, float]):
     return fig, fig.subplots()
 
 
-def plot_curves(results: Sequence, path: str | os.PathLike, *, metric: str = "accuracy", title: str = "") -> str:
+def plot_curves(
+    results: Sequence,
+    path: str | os.PathLike,
+    *,
+    metric: str = "accuracy",
+    title: str = "",
+    log_steps: bool = False,
+    horizon: int | None = None,
+) -> str:
     """Evaluation accuracy (or loss) vs step, mean ± std over seeds, one line per optimizer.
 
+    Args:
+      log_steps: a logarithmic step axis (step 0 left out), so that early and late training both show.
+      horizon: marks the learned optimizer's meta-training unroll (or truncation) length with a dotted line:
+        what lies right of it is past what the optimizer was trained on.
+
     Example:
-      >>> plot_curves([gnn_result, adam_result], 'runs/x/accuracy.png', title='digits CNN-32')
+      >>> plot_curves([gnn_result, adam_result], 'runs/x/accuracy.png', title='digits CNN-32', log_steps=True)
     """
     fig, ax = _figure((6.4, 4))
     for r in results:
         values = (r.eval_accuracy * 100) if metric == "accuracy" else r.eval_loss
-        mean, std = values.mean(0), values.std(0)
-        ax.plot(r.eval_steps, mean, label=r.name)
-        ax.fill_between(r.eval_steps, mean - std, mean + std, alpha=0.2)
+        shown = r.eval_steps > 0 if log_steps else slice(None)
+        mean, std = values.mean(0)[shown], values.std(0)[shown]
+        ax.plot(r.eval_steps[shown], mean, label=r.name)
+        ax.fill_between(r.eval_steps[shown], mean - std, mean + std, alpha=0.2)
+    if log_steps:
+        ax.set_xscale("log")
+    if horizon is not None:
+        ax.axvline(horizon, color="gray", linestyle=":", label="meta-training horizon")
     ax.set_xlabel("step")
     ax.set_ylabel(f"{results[0].split} accuracy (%)" if metric == "accuracy" else f"{results[0].split} loss")
     ax.set_title(title)
