@@ -1,16 +1,18 @@
-"""Seed 002's table: single-shot ScaleGMN / GMN fine-tuning against SGD, on model zoos.
+"""Seed 002's study: single-shot ScaleGMN fine-tuning against the GMN control and iterative baselines, on zoos.
 
-For every architecture (MLP, CNN) and activation (tanh, ReLU) a zoo is built (or reloaded from the run
-directory), and for λ = 0 and λ > 0 a ScaleGMN-B and a symmetry-broken GMN-B are trained on its train split,
-selected on its validation split and compared with SGD for 25/50/100/150 epochs on its test split. The
-λ > 0 metanetworks start from the λ = 0 ones.
+For every architecture (MLP, CNN) and activation (tanh, ReLU) a zoo of thousands of networks is built (or
+reloaded) and, over several training seeds, a ScaleGMN-B and its GMN-B control (the same layers with the symmetry
+constraints switched off) are trained on its train members until their validation members stop improving. On its
+test members they are compared with the initial networks, with SGD and Adam given the single shot's wall-clock,
+with the SGD steps that match the single shot's accuracy, and with SGD for 25-150 epochs (learning rates tuned on
+validation members over the fine x2 grid). A ScaleGMN trained further on CE + λ·L1 gives the sparsity row.
 
 Usage:
-  python experiments/amortized.py --scale smoke --out runs/amortized_smoke
-  python experiments/amortized.py --scale paper --out runs/amortized_paper --data-dir ~/tensorflow_datasets
-  python experiments/amortized.py --scale paper --dry-run --out runs/amortized_dry   # tiny, seconds per block
+  python -m experiments.amortized --scale smoke --workdir /work/runs/amortized/smoke   # docs/results/amortized_smoke
+  python -m experiments.amortized --scale paper --data-dir ~/tensorflow_datasets        # wants an accelerator
+  python -m experiments.amortized --scale paper --dry-run                               # tiny, seconds per stage
 
-Writes ``results.json`` and ``results.md`` (and the zoos under ``zoos/``) into ``--out``.
+Every stage is cached in ``--workdir`` (zoos, meta-parameters, one result file per zoo), so a killed run resumes.
 """
 
 from __future__ import annotations
@@ -22,210 +24,390 @@ import os
 import sys
 import time
 
+import jax
+import numpy as np
+
+from experiments import report
 from l2o_jax import amortized
+from l2o_jax import evaluation
+from l2o_jax import io
 from l2o_jax.tasks import DatasetUnavailableError
 
-#: Configs as data. ``smoke`` runs in minutes on two CPU cores; ``paper`` follows seed 002's CNN Zoo setting
-#: (CIFAR10 in grey scale, small tanh/ReLU CNNs) and wants an accelerator.
+VARIANTS = {'scalegmn': 'auto', 'gmn': 'none'}
+ACTIVATIONS = ('tanh', 'relu')
+
+#: Configs as data. ``smoke`` fits in 45 minutes on two shared CPU cores; ``paper`` follows seed 002's CNN Zoo
+#: setting (CIFAR10 in grey scale, small tanh/ReLU networks) and wants an accelerator.
 SCALES = {
     'smoke': {
         'dataset': 'digits',
-        # MLP zoos are cheap to train, so they get more members; CNN zoos (and their SGD baselines) cost more.
+        # Zoo training costs members x steps x batch; MLPs are ~40x cheaper per step than CNNs.
         'architectures': {
-            'mlp': {'width': 8, 'depth': 3, 'members': 384},
-            'cnn': {'width': 8, 'depth': 2, 'members': 128},
+            'mlp': {'width': 8, 'depth': 3, 'members': 4000, 'max_steps': 150},
+            'cnn': {'width': 8, 'depth': 2, 'members': 2000, 'max_steps': 60},
         },
-        'zoo': {'min_steps': 5, 'max_steps': 150, 'lr_range': (3e-4, 3e-3), 'batch_size': 64},
-        'l1': (0.0, 1e-3),
-        'metanet': {'hidden': 16, 'layers': 2},
-        'train': {'steps': 800, 'members_per_step': 4, 'batch_size': 128, 'learning_rate': 3e-3, 'eval_every': 100},
-        'l1_steps': 200,
-        'sgd': {'learning_rate': 0.05, 'momentum': 0.9},
+        'zoo': {
+            'min_steps': 1,
+            'lr_range': (3e-4, 1e-2),
+            'init_scale_range': (0.5, 2.0),
+            'weight_decay_range': (1e-4, 1e-1),
+            'batch_size': 32,
+        },
+        'metanet': {'hidden': 32, 'layers': 3},
+        'train': {
+            'steps': 400,
+            'members_per_step': 8,
+            'batch_size': 128,
+            'learning_rate': 3e-3,
+            'warmup_steps': 20,
+            'eval_every': 50,
+            'patience': 2,
+        },
+        'seeds': 3,
+        'l1': 1e-3,
+        'l1_train': {'steps': 100, 'learning_rate': 1e-3, 'warmup_steps': 0, 'eval_every': 25},
+        # SGD for whole epochs costs epochs x train examples per network: run on the first test members only.
+        'sgd_members': {'mlp': 64, 'cnn': 8},
+        'sgd_epochs': amortized.SGD_EPOCHS,
+        'tune_members': 4,
+        'match_check_every': 5,
     },
     'paper': {
         'dataset': 'cifar10_gray',
-        'architectures': {'mlp': {'width': 32, 'depth': 3}, 'cnn': {'width': 16, 'depth': 3}},
-        'zoo': {'members': 2000, 'min_steps': 50, 'max_steps': 3000, 'lr_range': (1e-4, 3e-3), 'batch_size': 128},
-        'l1': (0.0, 1e-4),
+        'architectures': {
+            'mlp': {'width': 32, 'depth': 3, 'members': 4000, 'max_steps': 3000},
+            'cnn': {'width': 16, 'depth': 3, 'members': 4000, 'max_steps': 3000},
+        },
+        'zoo': {
+            'min_steps': 50,
+            'lr_range': (1e-4, 3e-3),
+            'init_scale_range': (0.5, 2.0),
+            'weight_decay_range': (1e-4, 1e-1),
+            'batch_size': 128,
+        },
         'metanet': {'hidden': 64, 'layers': 4},
         'train': {
             'steps': 20000,
             'members_per_step': 32,
             'batch_size': 256,
             'learning_rate': 1e-3,
-            'eval_every': 1000,
+            'warmup_steps': 500,
+            'eval_every': 500,
+            'patience': 5,
             'eval_examples': 2048,
         },
-        'l1_steps': 5000,
-        'sgd': {'learning_rate': 0.01, 'momentum': 0.9},
+        'seeds': 3,
+        'l1': 1e-4,
+        'l1_train': {'steps': 5000, 'learning_rate': 3e-4, 'warmup_steps': 0, 'eval_every': 500},
+        'sgd_members': {'mlp': 64, 'cnn': 64},
+        'sgd_epochs': amortized.SGD_EPOCHS,
+        'tune_members': 8,
+        'match_check_every': 50,
     },
 }
-ACTIVATIONS = ('tanh', 'relu')
 
 
 def dry_run_config(config: dict) -> dict:
-    """``config``'s dataset, architectures (kinds and depths), λs and stages at a tiny size: zoos of 12 networks of
-    width 4 trained for 1-3 steps, 2 metanetwork steps, SGD for 1 and 2 epochs."""
+    """``config``'s dataset, architectures (kinds and depths), λ and stages at a tiny size: zoos of 12 networks of
+    width 4 trained for 1-3 steps, 2 metanetwork steps, 2 seeds, SGD for 1 and 2 epochs."""
     return {
         **config,
-        'architectures': {m: {**a, 'width': 4, 'members': 12} for m, a in config['architectures'].items()},
-        'zoo': {**config['zoo'], 'min_steps': 1, 'max_steps': 3, 'batch_size': 8},
+        'architectures': {
+            m: {**a, 'width': 4, 'members': 12, 'max_steps': 3} for m, a in config['architectures'].items()
+        },
+        'zoo': {**config['zoo'], 'min_steps': 1, 'batch_size': 8},
         'metanet': {'hidden': 8, 'layers': 1},
-        'train': {**config['train'], 'steps': 2, 'members_per_step': 2, 'batch_size': 8, 'eval_every': 1},
-        'l1_steps': 2,
-        'sgd': {**config['sgd'], 'epochs': (1, 2)},
+        'train': {
+            **config['train'],
+            'steps': 2,
+            'members_per_step': 2,
+            'batch_size': 8,
+            'warmup_steps': 0,
+            'eval_every': 1,
+            'eval_examples': 16,
+        },
+        'seeds': 2,
+        'l1_train': {**config['l1_train'], 'steps': 2, 'eval_every': 1},
+        'sgd_members': {m: 2 for m in config['sgd_members']},
+        'sgd_epochs': (1, 2),
+        'tune_members': 2,
+        'match_check_every': 1,
     }
 
 
-def zoo_for(config: dict, model: str, activation: str, out: str, data_dir: str | None) -> amortized.Zoo:
-    """The run's zoo for one architecture, built once and reloaded on later runs with the same config."""
-    path = os.path.join(out, 'zoos', f'{config["dataset"]}-{model}-{activation}')
-    zoo_config = amortized.ZooConfig(
+def zoo_name(config: dict, model: str, activation: str) -> str:
+    return f'{config["dataset"]}-{model}-{activation}'
+
+
+def zoo_config(config: dict, model: str, activation: str, data_dir: str | None) -> amortized.ZooConfig:
+    return amortized.ZooConfig(
         dataset=config['dataset'],
         model=model,
         activation=activation,
         data_dir=data_dir,
         **{**config['zoo'], **config['architectures'][model]},
     )
-    if os.path.exists(os.path.join(path, 'zoo.json')):
-        zoo = amortized.load_zoo(path)
-        if zoo.config == zoo_config:
-            return zoo
-        print(f'{path} was built with another config; rebuilding it.', file=sys.stderr)
-    zoo = amortized.build_zoo(zoo_config)
-    amortized.save_zoo(path, zoo)
-    return zoo
 
 
-def run(config: dict, models, activations, out: str, data_dir: str | None) -> list[dict]:
-    """Every (architecture, activation, λ) block of the table, as dicts with their rows.
-
-    λ = 0 metanetworks train from scratch; λ > 0 ones start from them (``l1_steps`` more steps).
-    """
-    blocks = []
-    for model in models:
-        for activation in activations:
-            zoo = zoo_for(config, model, activation, out, data_dir)
-            metanets = [
-                amortized.ScaleGMN(activation=activation, **config['metanet']),
-                amortized.ScaleGMN(activation=activation, symmetry='none', **config['metanet']),
-            ]
-            starts = None
-            for l1 in config['l1']:
-                print(f'== {model} {activation} λ={l1}', file=sys.stderr)
-                train = dict(config['train'], steps=config['l1_steps']) if starts else config['train']
-                rows, trained = amortized.compare_methods(
-                    zoo,
-                    metanets,
-                    amortized.TrainConfig(l1=l1, **train),
-                    starts=starts,
-                    sgd_learning_rate=config['sgd']['learning_rate'],
-                    sgd_momentum=config['sgd']['momentum'],
-                    sgd_epochs=config['sgd'].get('epochs', amortized.SGD_EPOCHS),
-                )
-                starts = starts or trained
-                blocks.append(
-                    {
-                        'model': model,
-                        'activation': activation,
-                        'l1': l1,
-                        'rows': rows,
-                        'zoo': {
-                            'config': dataclasses.asdict(zoo.config),
-                            'members': len(zoo),
-                            'test_members': len(zoo.split('test')),
-                        },
-                    }
-                )
-    return blocks
+def trained_metanet(
+    zoo: amortized.Zoo,
+    metanet: amortized.ScaleGMN,
+    train: amortized.TrainConfig,
+    path: str,
+    progress: bool,
+    start=None,
+) -> tuple[object, list[dict], float]:
+    """The metanetwork trained with ``train`` (reloaded from ``path`` when it was trained with the same config),
+    its history and its training wall time."""
+    record = {'metanet': dataclasses.asdict(metanet), 'train': dataclasses.asdict(train)}
+    record = json.loads(json.dumps(record))  # tuples as lists, as they come back from the file
+    if os.path.isdir(path):
+        metadata = io.load_info(path)['metadata']
+        if metadata.get('record') == record:
+            return io.load_meta_params(path), metadata['history'], metadata['seconds']
+    started = time.perf_counter()
+    meta_params, history = amortized.train_metanetwork(metanet, zoo, train, meta_params=start, progress=progress)
+    seconds = time.perf_counter() - started
+    io.save_meta_params(path, meta_params, metadata={'record': record, 'history': history, 'seconds': seconds})
+    return meta_params, history, seconds
 
 
-def _cell(value, digits=1):
-    return '-' if value is None else f'{value:.{digits}f}' if value >= 1e-3 or value == 0 else f'{value:.1e}'
+def _percent(values) -> list:
+    return np.round(100 * np.asarray(values, np.float64), 3).tolist()
 
 
-def markdown(blocks: list[dict], command: str, seconds: float) -> str:
-    """The table of seed 002: per architecture and activation, the λ = 0 and λ > 0 columns side by side."""
-    lines = [
-        f'Command: `{command}` ({seconds / 60:.1f} min in total).',
-        '',
-        f'Accuracy on the data\'s test split, averaged over the zoo\'s test members; test loss = CE + λ·L1; '
-        f'sparsity = % of parameters with |θ| < {amortized.SPARSITY_THRESHOLD}; time = seconds per network '
-        '(vmapped over the test members, compilation excluded; SGD: cumulative).',
-        '',
-    ]
-    pairs = {}
-    for block in blocks:
-        pairs.setdefault((block['model'], block['activation']), []).append(block)
-    for (model, activation), (plain, *sparse) in pairs.items():
-        sparse = sparse[0] if sparse else None
-        title = f'### {model.upper()} ({activation}), {plain["zoo"]["test_members"]} test networks'
-        head = '| Method | Avg Acc (%) | Max Acc (%) | Test loss (CE) | Time (s) |'
-        rule = '|---|---|---|---|---|'
-        if sparse:
-            head += f' Avg Acc (%) λ={sparse["l1"]:g} | Test loss (CE+L1) | Sparsity (%) | Time (s) |'
-            rule += '---|---|---|---|'
-        lines += [title, '', head, rule]
-        for i, row in enumerate(plain['rows']):
-            cells = [
-                row['method'],
-                _cell(row['avg_accuracy']),
-                _cell(row['max_accuracy']),
-                _cell(row['test_loss'], 3),
-                _cell(row['time_s'], 4),
-            ]
-            if sparse:
-                other = sparse['rows'][i]
-                cells += [
-                    _cell(other['avg_accuracy']),
-                    _cell(other['test_loss'], 3),
-                    _cell(other['sparsity']),
-                    _cell(other['time_s'], 4),
-                ]
-            lines.append('| ' + ' | '.join(cells) + ' |')
-        latency = [f'{r["method"]} {1e3 * r["latency_s"]:.1f} ms' for r in plain['rows'] if 'latency_s' in r]
-        lines += ['', 'Single-network `finetune` call (λ = 0): ' + ', '.join(latency) + '.', '']
-    return '\n'.join(lines)
+def summary(accuracy) -> dict:
+    """Mean accuracy (%, from fractions) with its spread (std over members; for ``[seeds, members]`` also the std
+    of the seeds' means)."""
+    accuracy = 100 * np.asarray(accuracy, np.float64)
+    out = {'accuracy': float(accuracy.mean()), 'members_std': float(accuracy.std(axis=-1).mean())}
+    if accuracy.ndim == 2:
+        out['seeds_std'] = float(accuracy.mean(axis=1).std())
+        out['per_seed'] = accuracy.mean(axis=1).round(2).tolist()
+    return out
+
+
+def comparison(a, b) -> dict:
+    """``a - b`` (%, paired by member) with its 95 % bootstrap interval over seeds and members."""
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    a = a[None] if a.ndim == 1 else a
+    difference = a - (b if b.ndim == 1 else b[: len(a)])
+    return dataclasses.asdict(evaluation.compare(difference, np.zeros(difference.shape[1])))
+
+
+def study_zoo(config: dict, model: str, activation: str, workdir: str, data_dir: str | None, progress: bool) -> dict:
+    """One zoo's results, cached in ``workdir/results/<zoo>.json``."""
+    name = zoo_name(config, model, activation)
+    cache = os.path.join(workdir, 'results', f'{name}.json')
+    zoo_cfg = zoo_config(config, model, activation, data_dir)
+    if os.path.exists(cache):
+        with open(cache) as f:
+            cached = json.load(f)
+        if cached['zoo']['config'] == json.loads(json.dumps(dataclasses.asdict(zoo_cfg))):
+            return cached
+    started = time.perf_counter()
+    zoo, reused = io.cached_zoo(os.path.join(workdir, 'zoos', name), zoo_cfg, progress=progress)
+    zoo_seconds = time.perf_counter() - started
+    print(f'== {name}: {len(zoo)} members ({"reused" if reused else f"built in {zoo_seconds:.0f} s"})', file=sys.stderr)
+    test, validation = zoo.split('test'), zoo.split('validation')
+    train = amortized.TrainConfig(**config['train'])
+    task = zoo.task(train.batch_size)
+    accuracy = lambda stack, l1=0.0: amortized.evaluate_stack(task, stack, 'test', l1=l1)
+    initial = accuracy(test.params)
+    result = {
+        'zoo': {
+            'config': dataclasses.asdict(zoo_cfg),
+            'members': len(zoo),
+            'splits': {s: len(zoo.split(s)) for s in ('train', 'validation', 'test')},
+            'build_seconds': None if reused else round(zoo_seconds, 1),
+        },
+        'initial': {**summary(initial['accuracy']), 'per_member': _percent(initial['accuracy'])},
+        'metanets': {},
+    }
+
+    trained = {}
+    for variant, symmetry in VARIANTS.items():
+        metanet = amortized.ScaleGMN(activation=activation, symmetry=symmetry, **config['metanet'])
+        runs = []
+        for seed in range(config['seeds']):
+            path = os.path.join(workdir, 'meta', name, f'{variant}-seed{seed}')
+            meta_params, history, seconds = trained_metanet(
+                zoo, metanet, dataclasses.replace(train, seed=seed), path, progress
+            )
+            new_stack, per_network, latency = amortized.timed_finetune(meta_params, test.params)
+            best = min(history, key=lambda h: h['validation'])
+            runs.append(
+                {
+                    'accuracy': accuracy(new_stack)['accuracy'],
+                    'steps_trained': history[-1]['step'],
+                    'best_step': best['step'],
+                    'train_seconds': round(seconds, 1),
+                    'seconds_per_network': per_network,
+                    'latency_s': latency,
+                    'history': history,
+                }
+            )
+            print(
+                f'   {metanet.name} seed {seed}: {100 * runs[-1]["accuracy"].mean():.1f} % '
+                f'(initial {100 * initial["accuracy"].mean():.1f} %), {history[-1]["step"]} steps',
+                file=sys.stderr,
+            )
+            if seed == 0:
+                trained[variant] = meta_params
+        stacked = np.stack([r.pop('accuracy') for r in runs])
+        result['metanets'][variant] = {
+            'name': metanet.name,
+            'meta_parameters': int(trained[variant].num_parameters),
+            **summary(stacked),
+            'per_seed_member': [_percent(row) for row in stacked],
+            'runs': runs,
+        }
+    scalegmn = np.asarray(result['metanets']['scalegmn']['per_seed_member']) / 100
+    gmn = np.asarray(result['metanets']['gmn']['per_seed_member']) / 100
+    result['comparisons'] = {
+        'scalegmn_vs_gmn': comparison(scalegmn, gmn),
+        'scalegmn_vs_initial': comparison(scalegmn, initial['accuracy']),
+        'gmn_vs_initial': comparison(gmn, initial['accuracy']),
+    }
+
+    # The single shot's cost: one vmapped ScaleGMN call over the test members, per network (seed 0's timing).
+    shot_seconds = result['metanets']['scalegmn']['runs'][0]['seconds_per_network']
+    tune_stack = validation.select(range(min(config['tune_members'], len(validation)))).params
+    for name_ in ('sgd', 'adam'):
+        step_seconds = amortized.seconds_per_step(task, test.params, amortized.baseline_optimizer(name_, 0.01))
+        steps = int(shot_seconds // step_seconds)
+        learning_rate = amortized.tune_learning_rate(name_, task, tune_stack, steps)[0] if steps else None
+        new_stack, steps = (
+            amortized.same_time_baseline(
+                task, test.params, amortized.baseline_optimizer(name_, learning_rate), shot_seconds
+            )
+            if steps
+            else (test.params, 0)
+        )
+        same = accuracy(new_stack)['accuracy']
+        result[f'{name_}_same_time'] = {
+            **summary(same),
+            'steps': steps,
+            'seconds_per_step': step_seconds,
+            'learning_rate': learning_rate,
+            'per_member': _percent(same),
+        }
+    result['comparisons']['scalegmn_vs_sgd_same_time'] = comparison(
+        scalegmn, np.asarray(result['sgd_same_time']['per_member']) / 100
+    )
+
+    # SGD for whole epochs on the first test members, at the learning rate tuned for the shortest budget.
+    subset = list(range(min(config['sgd_members'][model], len(test))))
+    sgd_stack = test.select(subset).params
+    epochs = tuple(config['sgd_epochs'])
+    spe = amortized.steps_per_epoch(task)
+    learning_rate, table = amortized.tune_learning_rate('sgd', task, tune_stack, min(epochs) * spe)
+    sgd_rows = []
+    for count, stack, seconds in amortized.sgd_baseline(
+        task, sgd_stack, epochs, learning_rate=learning_rate, progress=progress
+    ):
+        sgd_rows.append({'epochs': count, **summary(accuracy(stack)['accuracy']), 'seconds_per_network': seconds})
+    target = float(scalegmn[:, subset].mean())
+    matched = amortized.steps_to_match(
+        task,
+        sgd_stack,
+        amortized.baseline_optimizer('sgd', learning_rate),
+        target,
+        max_steps=min(epochs) * spe,
+        check_every=config['match_check_every'],
+    )
+    result['sgd_epochs'] = {
+        'members': len(subset),
+        'learning_rate': learning_rate,
+        'tuning': table,
+        'steps_per_epoch': spe,
+        'rows': sgd_rows,
+        'initial': summary(initial['accuracy'][subset]),
+        'scalegmn': summary(scalegmn[:, subset]),
+    }
+    result['steps_to_match'] = {'target': 100 * target, 'steps': matched, 'max_steps': min(epochs) * spe}
+    result['steps_to_match']['seconds_per_network'] = (
+        None if matched is None else matched * result['sgd_same_time']['seconds_per_step']
+    )
+
+    # λ > 0: ScaleGMN (seed 0) trained further on CE + λ·L1, against SGD on the same objective.
+    l1 = config['l1']
+    sparse_train = dataclasses.replace(train, l1=l1, patience=None, **config['l1_train'])
+    sparse, _, _ = trained_metanet(
+        zoo,
+        trained['scalegmn'].config,
+        sparse_train,
+        os.path.join(workdir, 'meta', name, 'scalegmn-l1-seed0'),
+        progress,
+        start=trained['scalegmn'],
+    )
+    row = lambda metrics: {
+        'accuracy': 100 * float(metrics['accuracy'].mean()),
+        'loss': float(metrics['loss'].mean()),
+        'sparsity': 100 * float(metrics['sparsity'].mean()),
+    }
+    sparse_stack = jax.vmap(amortized.finetune, in_axes=(None, 0))(sparse, test.params)
+    sgd_l1 = amortized.sgd_baseline(
+        task, sgd_stack, (max(epochs),), learning_rate=learning_rate, l1=l1, progress=progress
+    )
+    result['sparse'] = {
+        'l1': l1,
+        'threshold': amortized.SPARSITY_THRESHOLD,
+        'initial': row(accuracy(test.params, l1)),
+        'scalegmn': row(accuracy(sparse_stack, l1)),
+        'sgd': {'epochs': max(epochs), 'members': len(subset), **row(accuracy(sgd_l1[0][1], l1))},
+    }
+    result['seconds'] = round(time.perf_counter() - started, 1)
+    os.makedirs(os.path.dirname(cache), exist_ok=True)
+    with open(cache, 'w') as f:
+        json.dump(result, f)
+    return result
+
+
+def run(config: dict, models, activations, workdir: str, data_dir: str | None, progress: bool) -> dict:
+    """Every zoo's results, by zoo name."""
+    return {
+        zoo_name(config, model, activation): study_zoo(config, model, activation, workdir, data_dir, progress)
+        for model in models
+        for activation in activations
+    }
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     parser.add_argument('--scale', choices=sorted(SCALES), default='smoke')
-    parser.add_argument('--out', required=True, help='run directory for zoos and tables')
+    parser.add_argument('--out', help='result directory (default: docs/results; runs/dry_run with --dry-run)')
+    parser.add_argument('--workdir', help='zoos, meta-parameters and per-zoo results (default: runs/amortized/<name>)')
     parser.add_argument('--models', nargs='+', choices=('mlp', 'cnn'), default=('mlp', 'cnn'))
     parser.add_argument('--activations', nargs='+', choices=ACTIVATIONS, default=ACTIVATIONS)
     parser.add_argument('--data-dir', default=None, help='tfds data directory (paper scale)')
     parser.add_argument('--download', action='store_true', help='let tfds download the dataset (paper scale)')
     parser.add_argument('--dry-run', action='store_true', help="the scale's pipeline at a tiny size (seconds, CPU)")
+    parser.add_argument('--no-progress', action='store_true', help='hide progress bars')
     args = parser.parse_args(argv)
     config = dry_run_config(SCALES[args.scale]) if args.dry_run else SCALES[args.scale]
-    os.makedirs(args.out, exist_ok=True)
-    command = 'python experiments/amortized.py ' + ' '.join(argv if argv is not None else sys.argv[1:])
-    start = time.perf_counter()
+    name = f'{args.scale}_dry_run' if args.dry_run else args.scale
+    out = args.out or ('runs/dry_run' if args.dry_run else report.RESULTS)
+    workdir = args.workdir or os.path.join('runs', 'amortized', name)
+    started = time.perf_counter()
     try:
         amortized.load_zoo_dataset(config['dataset'], data_dir=args.data_dir, download=args.download)
-        blocks = run(config, args.models, args.activations, args.out, args.data_dir)
+        zoos = run(config, args.models, args.activations, workdir, args.data_dir, not args.no_progress)
     except DatasetUnavailableError as error:
         print(f'experiments/amortized.py --scale {args.scale}: {error}', file=sys.stderr)
         return 2
-    seconds = time.perf_counter() - start
-    with open(os.path.join(args.out, 'results.json'), 'w') as f:
-        json.dump(
-            {
-                'scale': args.scale,
-                'dry_run': args.dry_run,
-                'config': config,
-                'command': command,
-                'seconds': seconds,
-                'blocks': blocks,
-            },
-            f,
-            indent=1,
-        )
-    table = markdown(blocks, command, seconds)
-    with open(os.path.join(args.out, 'results.md'), 'w') as f:
-        f.write(table + '\n')
-    print(table)
+    data = {
+        'kind': 'amortized',
+        'title': f'Single-shot fine-tuning with ScaleGMN (seed 002), {name.replace("_", " ")} scale',
+        'scale': args.scale,
+        'dry_run': args.dry_run,
+        'config': config,
+        'paper': {'cnn_tanh': {'initial': 37.9, 'scalegmn': 50.3, 'gmn': 51.5, 'sgd_150': 44.5, 'sparsity': 87.6}},
+        'zoos': zoos,
+        'provenance': report.provenance(started),
+    }
+    page = report.save(data, os.path.join(out, f'amortized_{name}.json'))
+    print(page)
     return 0
 
 

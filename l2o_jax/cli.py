@@ -206,13 +206,55 @@ def _list_pretrained() -> None:
         )
 
 
+def zoo_parser() -> argparse.ArgumentParser:
+    """The options of ``l2o-jax zoo``: every ``amortized.ZooConfig`` field, and ``--out``."""
+    from l2o_jax.amortized import ZooConfig
+
+    parser = argparse.ArgumentParser(prog="l2o-jax zoo", description=zoo.__doc__.split("\n")[0])
+    parser.add_argument("--out", required=True, help="directory of the zoo (reused when it holds the same config)")
+    for field in dataclasses.fields(ZooConfig):
+        flag, default = f"--{field.name.replace('_', '-')}", field.default
+        if isinstance(default, tuple):
+            parser.add_argument(flag, type=float, nargs=len(default), default=default, metavar="X")
+        elif isinstance(default, int):
+            parser.add_argument(flag, type=int, default=default)
+        else:
+            parser.add_argument(flag, default=default)
+    return parser
+
+
+def zoo(argv: list[str]) -> int:
+    """Builds a model zoo with a progress bar and saves it, or reuses the one at ``--out`` built with the same config.
+
+    Example:
+      >>> zoo(['--dataset', 'digits', '--model', 'cnn', '--members', '2000', '--out', 'zoos/digits-cnn'])
+    """
+    import numpy as np
+
+    from l2o_jax import io
+    from l2o_jax.amortized import ZooConfig
+
+    args = vars(zoo_parser().parse_args(argv))
+    out = args.pop("out")
+    config = ZooConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in args.items()})
+    built, reused = io.cached_zoo(out, config)
+    print(f"{'reused the zoo at' if reused else 'built'} {os.path.abspath(out)}", file=sys.stderr)
+    for split in ("train", "validation", "test"):
+        accuracy = 100 * np.array([m["test_accuracy"] for m in built.split(split).members])
+        print(
+            f"{split:>10}: {len(accuracy):5d} members, test accuracy mean {accuracy.mean():.1f} % "
+            f"(min {accuracy.min():.1f}, max {accuracy.max():.1f})",
+            file=sys.stderr,
+        )
+    print(os.path.abspath(out))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``l2o-jax`` console script."""
     argv = sys.argv[1:] if argv is None else list(argv)
     if argv[:1] == ["zoo"]:
-        from l2o_jax.amortized import zoo_main
-
-        return zoo_main(argv[1:])
+        return zoo(argv[1:])
     args = build_parser().parse_args(argv)
     if args.command == "quickstart":
         args.config = "quickstart"

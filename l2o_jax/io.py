@@ -12,6 +12,10 @@ arrays go either to
 Both are read against the shapes the config's ``init`` would make, so a file that does not fit its config is
 a clear error. A meta-training run's ``config.json`` uses the same encoding (``l2o_jax.meta.load_checkpoint``).
 
+Model zoos (``l2o_jax.amortized.Zoo``) go to the same kind of orbax checkpoint directory, arrays and a JSON item
+(config and one row per member), with a ``members.csv`` table beside them (``save_zoo`` / ``load_zoo``);
+``cached_zoo`` builds a zoo once and reloads it afterwards.
+
 Example:
   >>> save_meta_params('/tmp/ng_gnn', meta_params, metadata={'outer_steps': 1000})
   >>> meta_params = load_meta_params('/tmp/ng_gnn')
@@ -19,6 +23,7 @@ Example:
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import tempfile
@@ -28,6 +33,9 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
+from l2o_jax.amortized import Zoo
+from l2o_jax.amortized import ZooConfig
+from l2o_jax.amortized import build_zoo
 from l2o_jax.optimizers import MetaParams
 from l2o_jax.optimizers import abstract_meta_params
 from l2o_jax.optimizers import config_from_dict
@@ -192,13 +200,86 @@ def load_archive(stem: str | os.PathLike) -> MetaParams:
     return MetaParams(arrays=jax.tree_util.tree_unflatten(treedef, leaves), config=config)
 
 
+def save_zoo(path: str | os.PathLike, zoo: Zoo) -> str:
+    """Writes a model zoo to the directory ``path`` (replacing it): an orbax checkpoint of the stacked parameters
+    and of ``{"config", "members"}``, and a ``members.csv`` table of the members' hyperparameters and accuracies.
+
+    Returns:
+      The absolute path written.
+
+    Example:
+      >>> save_zoo('/tmp/zoo_digits', zoo)
+      >>> zoo = load_zoo('/tmp/zoo_digits')
+    """
+    if not isinstance(zoo, Zoo):
+        raise TypeError(f"save_zoo expects an l2o_jax.amortized.Zoo, got {type(zoo).__name__}.")
+    path = os.path.abspath(os.fspath(path))
+    info = {"config": zoo.config.to_dict(), "members": list(zoo.members)}
+    with ocp.Checkpointer(ocp.CompositeCheckpointHandler()) as checkpointer:
+        checkpointer.save(
+            path, ocp.args.Composite(params=ocp.args.StandardSave(zoo.params), zoo=ocp.args.JsonSave(info)), force=True
+        )
+    with open(os.path.join(path, "members.csv"), "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(zoo.members[0]))
+        writer.writeheader()
+        writer.writerows(zoo.members)
+    return path
+
+
+def load_zoo(path: str | os.PathLike) -> Zoo:
+    """Reads a model zoo written by ``save_zoo``.
+
+    Raises:
+      FileNotFoundError: ``path`` holds no zoo.
+      ValueError: the zoo was written with fields this version does not know.
+
+    Example:
+      >>> zoo = load_zoo('/tmp/zoo_digits')
+    """
+    path = os.path.abspath(os.fspath(path))
+    if not os.path.exists(os.path.join(path, "zoo")):
+        raise FileNotFoundError(
+            f"no model zoo at {path} (no 'zoo' item inside); build one with l2o_jax.io.cached_zoo or `l2o-jax zoo`."
+        )
+    with ocp.Checkpointer(ocp.CompositeCheckpointHandler()) as checkpointer:
+        restored = checkpointer.restore(
+            path, ocp.args.Composite(params=ocp.args.StandardRestore(), zoo=ocp.args.JsonRestore())
+        )
+    info = restored["zoo"]
+    params = jax.tree.map(jax.numpy.asarray, restored["params"])
+    return Zoo(config=ZooConfig.from_dict(info["config"]), params=params, members=tuple(info["members"]))
+
+
+def cached_zoo(path: str | os.PathLike, config: ZooConfig, *, progress: bool = True) -> tuple[Zoo, bool]:
+    """The zoo of ``config`` at ``path``: loaded when one built from the same config is there, else built and saved.
+
+    Returns:
+      ``(zoo, reused)``: ``reused`` is False when the zoo was built by this call.
+
+    Example:
+      >>> zoo, reused = cached_zoo('runs/zoos/digits-cnn-tanh', ZooConfig(model='cnn', members=2000))
+    """
+    try:
+        zoo = load_zoo(path)
+    except (FileNotFoundError, ValueError):
+        zoo = None
+    if zoo is not None and zoo.config == config:
+        return zoo, True
+    zoo = build_zoo(config, progress=progress)
+    save_zoo(path, zoo)
+    return zoo, False
+
+
 __all__ = [
     "archive_record",
+    "cached_zoo",
     "config_from_dict",
     "config_to_dict",
     "load_archive",
     "load_info",
     "load_meta_params",
+    "load_zoo",
     "save_archive",
     "save_meta_params",
+    "save_zoo",
 ]

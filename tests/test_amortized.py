@@ -1,5 +1,6 @@
 """Single-shot fine-tuning (Kuipers et al.): ScaleGMN symmetries, the GMN control, zoos, training, baselines."""
 
+import dataclasses
 import functools
 
 import jax
@@ -8,6 +9,8 @@ import numpy as np
 import pytest
 
 from l2o_jax import amortized
+from l2o_jax import cli
+from l2o_jax import io
 from l2o_jax.graphs import permute_hidden_neurons
 from l2o_jax.graphs import scale_hidden_neurons
 from l2o_jax.tasks import MLPClassifier
@@ -91,6 +94,22 @@ def test_both_variants_are_permutation_equivariant(model, activation, symmetry):
     assert _rel_error(amortized.finetune(meta_params, permute(params)), permute(out)) < 1e-5
 
 
+@pytest.mark.parametrize('activation', ['tanh', 'relu'])
+def test_gmn_control_has_scalegmns_layers_plus_biases_only(activation):
+    """The ablation changes one thing: every ScaleGMN parameter exists in the GMN with the same shape; the GMN
+    only adds the biases that the symmetry forbids."""
+    _, params, _ = _setup('cnn', activation, 'auto')
+    shapes = lambda meta: {
+        jax.tree_util.keystr(k): v.shape for k, v in jax.tree_util.tree_leaves_with_path(meta.arrays)
+    }
+    configs = [amortized.ScaleGMN(activation=activation, symmetry=s, hidden=8, layers=2) for s in ('auto', 'none')]
+    scalegmn, gmn = (shapes(c.init(jax.random.key(0), params)) for c in configs)
+    assert configs[1].architecture == configs[0].group
+    assert scalegmn.items() <= gmn.items()
+    extra = set(gmn) - set(scalegmn)
+    assert extra and all(name.endswith("['bias']") for name in extra)
+
+
 def test_finetune_keeps_structure_and_names_bad_inputs():
     _, params, meta_params = _setup('mlp', 'relu', 'auto')
     out = amortized.finetune(meta_params, params)
@@ -117,6 +136,8 @@ ZOO = dict(
     min_steps=20,
     max_steps=60,
     lr_range=(3e-3, 3e-2),
+    init_scale_range=(0.5, 2.0),
+    weight_decay_range=(1e-4, 1e-2),
     batch_size=32,
 )
 
@@ -130,19 +151,23 @@ def test_zoo_splits_metadata_and_round_trip(tiny_zoo, tmp_path):
     zoo = tiny_zoo
     splits = [m['split'] for m in zoo.members]
     assert {s: splits.count(s) for s in amortized.zoo.ZOO_SPLITS} == {'train': 8, 'validation': 4, 'test': 4}
-    assert len({m['steps'] for m in zoo.members}) > 1 and len({m['learning_rate'] for m in zoo.members}) > 1
+    for name in ('steps', 'learning_rate', 'weight_decay', 'init_scale'):
+        assert len({m[name] for m in zoo.members}) > 1, name
     assert all(0.0 <= m['test_accuracy'] <= 1.0 and m['train_loss'] > 0 for m in zoo.members)
     test = zoo.split('test')
     assert len(test) == 4 and jax.tree.leaves(test.params)[0].shape[0] == 4
-    path = amortized.save_zoo(tmp_path / 'zoo', zoo)
+    path = io.save_zoo(tmp_path / 'zoo', zoo)
     assert (tmp_path / 'zoo' / 'members.csv').read_text().splitlines()[0].startswith('index,split')
-    loaded = amortized.load_zoo(path)
+    loaded = io.load_zoo(path)
     assert loaded.config == zoo.config and loaded.members == zoo.members
     assert _rel_error(loaded.params, zoo.params) == 0.0
+    assert io.cached_zoo(path, zoo.config)[1]  # the same config: reused, not rebuilt
     with pytest.raises(FileNotFoundError, match='zoo'):
-        amortized.load_zoo(tmp_path / 'missing')
+        io.load_zoo(tmp_path / 'missing')
     with pytest.raises(ValueError, match='split'):
         zoo.split('dev')
+    with pytest.raises(ValueError, match='weight_decay_range'):
+        amortized.ZooConfig(weight_decay_range=(0.0, 1e-3))
 
 
 def test_training_lowers_the_objective_on_held_out_members(tiny_zoo):
@@ -158,22 +183,41 @@ def test_training_lowers_the_objective_on_held_out_members(tiny_zoo):
     after = amortized.meta_objective(meta_params, task, test.params, batch)
     assert [h['step'] for h in history] == [0, 10, 20]
     assert float(after) < float(before) - 1e-2
+    # Early stopping: with a zero learning rate the validation objective never improves.
+    frozen = dataclasses.replace(config, learning_rate=0.0, steps=1000, eval_every=5, patience=2)
+    _, history = amortized.train_metanetwork(metanet, zoo, frozen, meta_params=start, progress=False)
+    assert [h['step'] for h in history] == [0, 5, 10]
     with pytest.raises(ValueError, match='relu'):
         amortized.train_metanetwork(amortized.ScaleGMN(activation='relu'), zoo, config, progress=False)
+    with pytest.raises(ValueError, match='patience'):
+        amortized.TrainConfig(patience=0)
 
 
-def test_sgd_baseline_snapshots_lower_the_objective(tiny_zoo):
+def test_iterative_baselines_tuning_same_time_and_steps_to_match(tiny_zoo):
     test = tiny_zoo.split('test')
     task = tiny_zoo.task(64)
-    before = amortized.evaluate_stack(task, test.params, 'test', l1=1e-3)['loss'].mean()
+    before = amortized.evaluate_stack(task, test.params, 'test', l1=1e-3)
     snapshots = amortized.sgd_baseline(task, test.params, (1, 2), learning_rate=0.05, l1=1e-3, progress=False)
     assert [epochs for epochs, _, _ in snapshots] == [1, 2]
     assert snapshots[0][2] <= snapshots[1][2]
-    after = amortized.evaluate_stack(task, snapshots[1][1], 'test', l1=1e-3)['loss'].mean()
-    assert after < before
+    after = amortized.evaluate_stack(task, snapshots[1][1], 'test', l1=1e-3)
+    assert after['loss'].mean() < before['loss'].mean()
+
+    best, table = amortized.tune_learning_rate(
+        'sgd', task, tiny_zoo.split('validation').params, 20, learning_rates=(1e-5, 0.05, 1e3)
+    )
+    assert best == 0.05 and table[1e-5] > table[0.05] and table[1e3] > table[0.05]
+
+    sgd = amortized.baseline_optimizer('sgd', 0.05)
+    unchanged, steps = amortized.same_time_baseline(task, test.params, sgd, 0.0)
+    assert steps == 0 and _rel_error(unchanged, test.params) == 0.0
+    target = float(after['accuracy'].mean())
+    matched = amortized.steps_to_match(task, test.params, sgd, target, max_steps=200, check_every=10)
+    assert matched is not None and 0 < matched <= 200 and matched % 10 == 0
+    assert amortized.steps_to_match(task, test.params, sgd, 1.01, max_steps=20, check_every=10) is None
 
 
-def test_zoo_cli_writes_a_loadable_zoo(tmp_path, capsys):
+def test_zoo_cli_writes_a_loadable_zoo_and_reuses_it(tmp_path, capsys):
     out = tmp_path / 'cli_zoo'
     flags = [
         '--dataset',
@@ -197,8 +241,11 @@ def test_zoo_cli_writes_a_loadable_zoo(tmp_path, capsys):
         '--out',
         str(out),
     ]
-    assert amortized.zoo_main(flags) == 0
-    zoo = amortized.load_zoo(out)
+    assert cli.main(['zoo', *flags]) == 0
+    zoo = io.load_zoo(out)
     assert len(zoo) == 16 and zoo.spec.widths == (64, 6, 6, 10)
     assert max(m['steps'] for m in zoo.members) <= 3
-    assert str(out) in capsys.readouterr().out
+    captured = capsys.readouterr()
+    assert str(out) in captured.out and 'built' in captured.err
+    assert cli.main(['zoo', *flags]) == 0
+    assert 'reused' in capsys.readouterr().err

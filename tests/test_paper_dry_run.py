@@ -106,13 +106,14 @@ def test_learned_backward_meta_trains_on_fashion_mnist_mlps_and_cnns(scripts, tm
 
 def test_amortized_trains_scalegmn_on_a_grey_cifar10_cnn_zoo(scripts, tmp_path):
     """One architecture and activation of the four (the others are the same stages on other zoos)."""
-    argv = ["--scale", "paper", "--dry-run", "--out", str(tmp_path), "--models", "cnn", "--activations", "relu"]
-    assert scripts("amortized").main(argv) == 0
-    data = json.loads((tmp_path / "results.json").read_text())
-    assert data["dry_run"] and [(b["model"], b["l1"]) for b in data["blocks"]] == [("cnn", 0.0), ("cnn", 1e-4)]
-    assert data["blocks"][0]["zoo"]["config"]["dataset"] == "cifar10_gray"
-    for block in data["blocks"]:
-        assert all(math.isfinite(row["avg_accuracy"]) for row in block["rows"]), block["rows"]
+    argv = [*PAPER_DRY_RUN, "--out", str(tmp_path), "--workdir", str(tmp_path / "work"), "--models", "cnn"]
+    assert scripts("amortized").main([*argv, "--activations", "relu"]) == 0
+    data = json.loads((tmp_path / "amortized_paper_dry_run.json").read_text())
+    (zoo,) = data["zoos"].values()
+    assert data["dry_run"] and zoo["zoo"]["config"]["dataset"] == "cifar10_gray" and zoo["sparse"]["l1"] == 1e-4
+    entries = [zoo["initial"], zoo["sgd_same_time"], zoo["adam_same_time"], *zoo["metanets"].values()]
+    assert all(math.isfinite(e["accuracy"]) for e in entries) and len(zoo["metanets"]["gmn"]["per_seed"]) == 2
+    assert (tmp_path / "amortized_paper_dry_run.md").read_text().count("ScaleGMN-B") > 3
 
 
 def test_meta_train_paper_preset_dry_run_from_the_command_line(scripts, tmp_path, capsys):

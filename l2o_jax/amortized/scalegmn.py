@@ -17,8 +17,10 @@ Products compound magnitudes from layer to layer, so features are kept bounded: 
 input network (each hidden neuron divided by its scale ``r_i``, see ``neuron_scales``; the output is
 multiplied back).
 
-With ``symmetry='none'`` the same dataflow uses plain MLPs and un-normalised embeddings: the GMN ablation
-of Kuipers et al., equivariant to permutations only.
+With ``symmetry='none'`` the same layers, widths and parameters are built with the symmetry constraints
+switched off (Dense layers with biases, invariants of ``z`` itself rather than its canonical form, embeddings
+for hidden neurons, no scale normalisation): the GMN ablation of Kuipers et al., equivariant to permutations
+only, differing from ScaleGMN in nothing else.
 
 References:
   Kalogeropoulos et al., *Scale Equivariant Graph Metanetworks*, NeurIPS 2024.
@@ -34,16 +36,16 @@ import flax.linen as nn
 import jax
 import numpy as np
 
-from l2o_jax.amortized.layers import GraphStructure
 from l2o_jax.amortized.layers import ScaleGMNNetwork
-from l2o_jax.amortized.layers import edge_ratio
-from l2o_jax.amortized.layers import graph_structure
-from l2o_jax.amortized.layers import neuron_scales
 from l2o_jax.graphs import ROLE_INPUT
 from l2o_jax.graphs import GraphSpec
 from l2o_jax.graphs import graph_spec
 from l2o_jax.graphs import graph_to_params
 from l2o_jax.graphs import tree_to_graph_arrays
+from l2o_jax.nn.scale_equivariant import GraphStructure
+from l2o_jax.nn.scale_equivariant import edge_ratio
+from l2o_jax.nn.scale_equivariant import graph_structure
+from l2o_jax.nn.scale_equivariant import neuron_scales
 from l2o_jax.optimizers import MetaParams
 from l2o_jax.optimizers import register_family
 from l2o_jax.optimizers import tiny_mlp_params
@@ -109,6 +111,14 @@ class ScaleGMN:
         return ACTIVATION_SYMMETRY[self.activation] if self.symmetry == 'auto' else self.symmetry
 
     @property
+    def architecture(self) -> str:
+        """The layers built: the activation's group (``'sign'`` for activations without a known one), also for
+        the GMN control, which differs only in ``symmetric=False``."""
+        if self.group != 'none':
+            return self.group
+        return ACTIVATION_SYMMETRY.get(self.activation, 'sign')
+
+    @property
     def name(self) -> str:
         return ('GMN' if self.group == 'none' else 'ScaleGMN') + ('-B' if self.bidirectional else '')
 
@@ -131,7 +141,8 @@ class ScaleGMN:
 
     def network(self) -> nn.Module:
         return ScaleGMNNetwork(
-            group=self.group,
+            group=self.architecture,
+            symmetric=self.group != 'none',
             hidden=self.hidden,
             layers=self.layers,
             bidirectional=self.bidirectional,

@@ -1,19 +1,16 @@
-"""Model zoos: many small networks of one architecture, trained with varied seeds, learning rates and lengths.
+"""Model zoos: many small networks of one architecture, trained with varied seeds, initialisation scales,
+learning rates, weight decays and lengths.
 
-A zoo is the training set of a single-shot metanetwork (Kuipers et al., after the CNN Zoo of Unterthiner et
-al. 2020). Members share one architecture so that they can be trained and fine-tuned under ``jax.vmap``;
-many are deliberately under-trained, which leaves the metanetwork something to improve. Zoos are split
-into train/validation/test *by member*.
+A zoo is the training set of a single-shot metanetwork (Kuipers et al., after the Small CNN Zoo of Unterthiner
+et al. 2020, which varies the same hyperparameters). Members share one architecture so that thousands of
+them train at once under ``jax.vmap``; many are deliberately under-trained, which leaves the metanetwork
+something to improve. Zoos are split into train/validation/test *by member*. ``l2o_jax.io`` saves and loads
+them (``save_zoo``, ``load_zoo``, ``cached_zoo``); ``l2o-jax zoo`` builds one from the command line.
 """
 
 from __future__ import annotations
 
-import argparse
-import csv
 import dataclasses
-import json
-import os
-import sys
 from typing import Any
 from typing import Sequence
 
@@ -21,7 +18,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-import orbax.checkpoint as ocp
 from tqdm.auto import tqdm
 
 from l2o_jax.amortized.objective import evaluate_splits
@@ -37,7 +33,7 @@ ZOO_SPLITS = ('train', 'validation', 'test')
 GRAY_SUFFIX = '_gray'
 _CHUNK_STEPS = 50
 # One optimizer object for every zoo: the compiled training loop is cached per optimizer object.
-_ZOO_OPTIMIZER = optax.inject_hyperparams(optax.adam)(learning_rate=1e-3)
+_ZOO_OPTIMIZER = optax.inject_hyperparams(optax.adamw)(learning_rate=1e-3, weight_decay=0.0)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -50,8 +46,12 @@ class ZooConfig:
         data).
       model, width, depth, kernel_size, activation: the architecture, as in ``l2o_jax.tasks.image_task``.
       members: number of networks.
-      min_steps, max_steps: each member trains for a uniformly drawn number of Adam steps in this range.
-      lr_range: each member's Adam learning rate is drawn log-uniformly from ``(low, high)``.
+      min_steps, max_steps: each member trains for a uniformly drawn number of AdamW steps in this range.
+      lr_range: each member's AdamW learning rate is drawn log-uniformly from ``(low, high)``.
+      init_scale_range: each member's initial parameters are multiplied by a factor drawn log-uniformly from
+        ``(low, high)``.
+      weight_decay_range: each member's AdamW weight decay is drawn log-uniformly from ``(low, high)``
+        (``(0, 0)``: none).
       batch_size: training batch size.
       split_fractions: fractions of members in the train/validation/test splits.
       seed: the only source of randomness (inits, hyperparameters, batches, split).
@@ -68,6 +68,8 @@ class ZooConfig:
     min_steps: int = 10
     max_steps: int = 300
     lr_range: tuple[float, float] = (1e-3, 3e-2)
+    init_scale_range: tuple[float, float] = (1.0, 1.0)
+    weight_decay_range: tuple[float, float] = (0.0, 0.0)
     batch_size: int = 64
     split_fractions: tuple[float, float, float] = (0.7, 0.15, 0.15)
     seed: int = 0
@@ -78,8 +80,15 @@ class ZooConfig:
             raise ValueError(f'ZooConfig.members must be at least 3 (one per split), got {self.members}.')
         if not 1 <= self.min_steps <= self.max_steps:
             raise ValueError(f'ZooConfig needs 1 <= min_steps <= max_steps, got {self.min_steps}, {self.max_steps}.')
-        if not 0 < self.lr_range[0] <= self.lr_range[1]:
-            raise ValueError(f'ZooConfig.lr_range must be (low, high) with 0 < low <= high, got {self.lr_range}.')
+        for name in ('lr_range', 'init_scale_range'):
+            low, high = getattr(self, name)
+            if not 0 < low <= high:
+                raise ValueError(f'ZooConfig.{name} must be (low, high) with 0 < low <= high, got {(low, high)}.')
+        low, high = self.weight_decay_range
+        if not (low == high == 0 or 0 < low <= high):
+            raise ValueError(
+                f'ZooConfig.weight_decay_range must be (0, 0) or (low, high) with 0 < low <= high, got {(low, high)}.'
+            )
         if len(self.split_fractions) != 3 or min(self.split_fractions) <= 0:
             raise ValueError(
                 'ZooConfig.split_fractions must be three positive fractions (train, validation, '
@@ -105,7 +114,8 @@ class Zoo:
     Attributes:
       config: how the zoo was built.
       params: the members' parameters, every leaf with a leading member axis.
-      members: one dict per member: ``index``, ``split``, ``learning_rate``, ``steps`` and the
+      members: one dict per member: ``index``, ``split``, ``learning_rate``, ``weight_decay``, ``init_scale``,
+        ``steps`` and the
         ``{train,validation,test}_{accuracy,loss}`` (loss: cross-entropy) of the trained network.
 
     Example:
@@ -204,11 +214,16 @@ def zoo_task(config: ZooConfig, batch_size: int | None = None) -> Task:
     )
 
 
-def _member_hyperparameters(config: ZooConfig) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Learning rates, step counts and split names of the members, drawn from the zoo's seed."""
+def _log_uniform(rng: np.random.Generator, bounds: tuple[float, float], size: int) -> np.ndarray:
+    if bounds[1] == 0:
+        return np.zeros(size, np.float32)
+    return np.exp(rng.uniform(np.log(bounds[0]), np.log(bounds[1]), size)).astype(np.float32)
+
+
+def _member_hyperparameters(config: ZooConfig) -> dict[str, np.ndarray]:
+    """Learning rates, weight decays, init scales, step counts and split names, drawn from the zoo's seed."""
     rng = np.random.default_rng(config.seed)
-    low, high = np.log(config.lr_range[0]), np.log(config.lr_range[1])
-    learning_rates = np.exp(rng.uniform(low, high, config.members)).astype(np.float32)
+    learning_rates = _log_uniform(rng, config.lr_range, config.members)
     steps = rng.integers(config.min_steps, config.max_steps + 1, config.members)
     fractions = np.asarray(config.split_fractions, np.float64) / np.sum(config.split_fractions)
     n_val = max(1, int(round(fractions[1] * config.members)))
@@ -217,17 +232,30 @@ def _member_hyperparameters(config: ZooConfig) -> tuple[np.ndarray, np.ndarray, 
     if n_train < 1:
         raise ValueError(f'ZooConfig: {config.members} members leave none for the train split.')
     splits = np.array(['train'] * n_train + ['validation'] * n_val + ['test'] * n_test)
-    return learning_rates, steps, splits[rng.permutation(config.members)]
+    splits = splits[rng.permutation(config.members)]
+    # Drawn after the split so that zoos written before these two draws existed keep their members.
+    weight_decays = _log_uniform(rng, config.weight_decay_range, config.members)
+    init_scales = _log_uniform(rng, config.init_scale_range, config.members)
+    return {
+        'learning_rate': learning_rates,
+        'weight_decay': weight_decays,
+        'init_scale': init_scales,
+        'steps': steps,
+        'split': splits,
+    }
 
 
-def _train_members(task: Task, params, learning_rates, steps, key, progress: bool):
-    """Adam with a per-member learning rate, each member stopping after its own number of steps."""
+def _train_members(task: Task, params, hyper: dict, key, progress: bool):
+    """AdamW with per-member learning rates and weight decays, each member stopping after its own steps."""
     tx = _ZOO_OPTIMIZER
+    steps = hyper['steps']
     opt_state = jax.vmap(tx.init)(params)
-    opt_state.hyperparams['learning_rate'] = jnp.asarray(learning_rates)
+    opt_state.hyperparams['learning_rate'] = jnp.asarray(hyper['learning_rate'])
+    opt_state.hyperparams['weight_decay'] = jnp.asarray(hyper['weight_decay'])
     max_steps = int(np.max(steps))
     done = 0
-    with tqdm(total=max_steps, desc='zoo', unit='step', disable=not progress) as bar:
+    members = len(steps)
+    with tqdm(total=max_steps, desc=f'zoo ({members} members)', unit='step', disable=not progress) as bar:
         while done < max_steps:
             chunk = min(_CHUNK_STEPS, max_steps - done)
             key, chunk_key = jax.random.split(key)
@@ -257,16 +285,19 @@ def build_zoo(config: ZooConfig | None = None, *, progress: bool = True, **field
     config = dataclasses.replace(config or ZooConfig(), **fields)
     task = zoo_task(config)
     init_key, train_key = jax.random.split(jax.random.key(config.seed))
+    hyper = _member_hyperparameters(config)
     params = jax.vmap(task.init)(jax.random.split(init_key, config.members))
-    learning_rates, steps, splits = _member_hyperparameters(config)
-    params = _train_members(task, params, learning_rates, steps, train_key, progress)
+    params = jax.tree.map(lambda x: x * hyper['init_scale'].reshape((-1,) + (1,) * (x.ndim - 1)), params)
+    params = _train_members(task, params, hyper, train_key, progress)
     metrics = evaluate_splits(task, params, ZOO_SPLITS)
     members = tuple(
         {
             'index': i,
-            'split': str(splits[i]),
-            'learning_rate': float(learning_rates[i]),
-            'steps': int(steps[i]),
+            'split': str(hyper['split'][i]),
+            'learning_rate': float(hyper['learning_rate'][i]),
+            'weight_decay': float(hyper['weight_decay'][i]),
+            'init_scale': float(hyper['init_scale'][i]),
+            'steps': int(hyper['steps'][i]),
             **{
                 f'{s}_{name}': float(metrics[s][m][i])
                 for s in ZOO_SPLITS
@@ -276,86 +307,3 @@ def build_zoo(config: ZooConfig | None = None, *, progress: bool = True, **field
         for i in range(config.members)
     )
     return Zoo(config=config, params=params, members=members)
-
-
-def save_zoo(path: str | os.PathLike, zoo: Zoo) -> str:
-    """Writes a zoo to the directory ``path``: orbax ``params/``, ``zoo.json`` and a ``members.csv`` table.
-
-    Returns:
-      The absolute path written.
-
-    Example:
-      >>> save_zoo('/tmp/zoo_digits', zoo)
-      >>> zoo = load_zoo('/tmp/zoo_digits')
-    """
-    path = os.path.abspath(os.fspath(path))
-    os.makedirs(path, exist_ok=True)
-    with ocp.StandardCheckpointer() as checkpointer:
-        checkpointer.save(os.path.join(path, 'params'), zoo.params, force=True)
-    with open(os.path.join(path, 'zoo.json'), 'w') as f:
-        json.dump({'config': zoo.config.to_dict(), 'members': list(zoo.members)}, f, indent=1)
-    with open(os.path.join(path, 'members.csv'), 'w', newline='') as f:
-        writer = csv.DictWriter(f, fieldnames=list(zoo.members[0]))
-        writer.writeheader()
-        writer.writerows(zoo.members)
-    return path
-
-
-def load_zoo(path: str | os.PathLike) -> Zoo:
-    """Reads a zoo written by ``save_zoo``.
-
-    Raises:
-      FileNotFoundError: ``path`` holds no ``zoo.json``.
-
-    Example:
-      >>> zoo = load_zoo('/tmp/zoo_digits')
-    """
-    path = os.path.abspath(os.fspath(path))
-    info_path = os.path.join(path, 'zoo.json')
-    if not os.path.exists(info_path):
-        raise FileNotFoundError(
-            f'no model zoo at {path} (no zoo.json); build one with build_zoo/save_zoo or `l2o-jax zoo`.'
-        )
-    with open(info_path) as f:
-        info = json.load(f)
-    config = ZooConfig.from_dict(info['config'])
-    with ocp.StandardCheckpointer() as checkpointer:
-        params = checkpointer.restore(os.path.join(path, 'params'))
-    params = jax.tree.map(jnp.asarray, params)
-    return Zoo(config=config, params=params, members=tuple(info['members']))
-
-
-def zoo_parser(parser: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser:
-    """Adds the ``l2o-jax zoo`` options to ``parser`` (or a new one) and returns it."""
-    parser = parser or argparse.ArgumentParser(prog='l2o-jax zoo', description=zoo_main.__doc__.split('\n')[0])
-    defaults = ZooConfig()
-    parser.add_argument('--out', required=True, help='directory to write the zoo to')
-    for name in ('dataset', 'model', 'activation'):
-        parser.add_argument(f'--{name}', default=getattr(defaults, name))
-    for name in ('width', 'depth', 'kernel_size', 'members', 'min_steps', 'max_steps', 'batch_size', 'seed'):
-        parser.add_argument(f'--{name.replace("_", "-")}', type=int, default=getattr(defaults, name))
-    parser.add_argument('--lr-range', type=float, nargs=2, default=defaults.lr_range, metavar=('LOW', 'HIGH'))
-    parser.add_argument('--data-dir', default=None, help='tfds data directory')
-    return parser
-
-
-def zoo_main(argv: Sequence[str] | None = None) -> int:
-    """Builds a model zoo and saves it: ``l2o-jax zoo --dataset digits --model mlp --out zoo/``.
-
-    Example:
-      >>> zoo_main(['--dataset', 'digits', '--members', '32', '--out', '/tmp/zoo'])
-    """
-    args = zoo_parser().parse_args(argv)
-    fields = {k: v for k, v in vars(args).items() if k != 'out'}
-    fields['lr_range'] = tuple(fields['lr_range'])
-    zoo = build_zoo(ZooConfig(**fields))
-    path = save_zoo(args.out, zoo)
-    for split in ZOO_SPLITS:
-        accuracy = [m['test_accuracy'] for m in zoo.members if m['split'] == split]
-        print(
-            f'{split:>10}: {len(accuracy):4d} members, test accuracy mean {np.mean(accuracy):.3f} '
-            f'min {np.min(accuracy):.3f} max {np.max(accuracy):.3f}',
-            file=sys.stderr,
-        )
-    print(path)
-    return 0
