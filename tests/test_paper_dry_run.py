@@ -83,15 +83,22 @@ def test_improvements_meta_trains_recurrent_gnn(scripts, tmp_path):
 
 
 def test_li_malik_meta_trains_on_mnist_and_runs_on_cifar10_and_cifar100(scripts, tmp_path, monkeypatch):
-    """Adam is the only hand-made baseline here (SGD and momentum are the same tuning and evaluation code)."""
+    """All the trainers (one meta-seed each); Adam is the only tuned baseline here (SGD, momentum, AdaGrad and
+    RMSProp are the same tuning and evaluation code)."""
     li_malik = scripts("li_malik")
-    monkeypatch.setattr(li_malik, "BASELINES", {"Adam": li_malik.BASELINES["Adam"]})
+    monkeypatch.setattr(li_malik, "BASELINES", {"Adam": "adam"})
     li_malik.main(["--scale", "paper", "--dry-run", "--out", str(tmp_path), "--workdir", str(tmp_path / "w")])
     data = json.loads((tmp_path / "li_malik_paper_dry_run.json").read_text())
-    assert data["setup"]["train_task"].startswith("mnist")
-    assert [name.split("-")[0].split("/")[0] for name in data["tasks"]] == ["cifar10", "cifar100"]
-    for runs in data["tasks"].values():
-        assert len(runs) == 5 and all(math.isfinite(v) for r in runs for row in r["eval_loss"] for v in row)
+    assert data["protocol"]["train_task"].startswith("mnist-pca48/mlp-w48")
+    assert list(data["datasets"]) == ["cifar10", "cifar100"] and data["not_run"] == []
+    for entry in data["datasets"].values():
+        assert entry["task"].startswith(("cifar10-pca48/", "cifar100-pca48/")) and entry["held_out"]
+        learned = entry["curves"]["learned"]
+        assert list(learned) == ["GPS", "GPS, adaptive KL bound", "GPS, next-gradient cost", "ES", "PES", "REINFORCE"]
+        assert all(len(runs) == 1 for runs in learned.values())
+        assert all(math.isfinite(v) for runs in learned.values() for r in runs for row in r["eval_loss"] for v in row)
+        assert {(c["trainer"], c["step"]) for c in entry["comparisons"]} == {(t, s) for t in learned for s in (4, 40)}
+        assert all(c["eval_loss"]["verdict"] in ("beats", "loses to", "ties") for c in entry["comparisons"])
     assert (tmp_path / "li_malik_paper_dry_run.md").exists() and (tmp_path / "li_malik_paper_dry_run.png").exists()
 
 

@@ -1,29 +1,119 @@
-"""Li & Malik (2017): policy-search optimizers against tuned baselines."""
+"""Li & Malik (2017): one optimizer policy trained by GPS, ES, PES and REINFORCE, against tuned baselines."""
 
 from __future__ import annotations
 
-from experiments.pages import objective_table
+import numpy as np
+
+from experiments.pages import mean_std
 from experiments.pages import renderer
+from experiments.pages import verdict
+
+
+def _across_runs(values, scale: float = 1.0, digits: int = 4) -> str:
+    """Mean ± std across meta-runs of each run's mean over seeds (a diverged run shows as inf or nan)."""
+    per_run = scale * np.asarray(values, np.float64).mean(-1)
+    return f"{per_run.mean():.{digits}f} ± {per_run.std():.{digits}f}"
+
+
+def _meta_training(data: dict) -> str:
+    rows = [
+        "| trainer | estimator | outer steps x optimizee steps | meta-loss, first -> last 10 % (per meta-run) "
+        "| skipped steps | seconds per meta-run |",
+        "|---|---|---|---|---|---|",
+    ]
+    for label, records in data["meta_training"].items():
+        trainer = data["protocol"]["trainers"][label]
+        losses = ", ".join(f"{r['first_meta_loss']:.3g} -> {r['last_meta_loss']:.3g}" for r in records)
+        rows.append(
+            f"| {label} | `{trainer['estimator']}` | {trainer['outer_steps']} x "
+            f"{trainer['optimizee_steps_per_outer_step']} | {losses} | "
+            f"{', '.join(str(r['skipped_steps']) for r in records)} | "
+            f"{', '.join(format(r['seconds'], '.0f') for r in records)} |"
+        )
+    return "\n".join(rows)
+
+
+def _tuning(tuned: dict) -> str:
+    rows = [
+        "| baseline | horizon | learning rate | validation loss | validation accuracy (%) |",
+        "|---|---|---|---|---|",
+    ]
+    for label, by_horizon in tuned.items():
+        for horizon, t in by_horizon.items():
+            pick = next(s for s in t["scores"] if s["learning_rate"] == t["learning_rate"])
+            edge = " (on the grid's edge)" if t["on_edge"] else ""
+            rows.append(
+                f"| {label} | {horizon} | {t['learning_rate']:.4g}{edge} | {pick['val_loss']:.4f} | "
+                f"{100 * pick['val_accuracy']:.2f} |"
+            )
+    return "\n".join(rows)
+
+
+def _train_loss(curve: dict, step: int) -> np.ndarray:
+    """``[seeds]`` minibatch training loss over the ``eval_every`` steps before ``step``."""
+    return np.asarray(curve["train_loss"], np.float64)[:, curve["eval_steps"].index(step)]
+
+
+def _comparisons(entry: dict) -> str:
+    rows = [
+        "| step | optimizer | training loss (minibatch) | test loss | test accuracy (%) | loss vs best baseline "
+        "| accuracy vs best baseline (pp) |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for step in sorted({c["step"] for c in entry["comparisons"]}):
+        here = [c for c in entry["comparisons"] if c["step"] == step]
+        for c in here:
+            loss, acc = c["eval_loss"], c["eval_accuracy"]
+            train = np.stack([_train_loss(r, step) for r in entry["curves"]["learned"][c["trainer"]]])
+            rows.append(
+                f"| {step} | {c['trainer']} ({len(loss['learned'])} meta-runs) | {_across_runs(train)} | "
+                f"{_across_runs(loss['learned'])} | "
+                f"{_across_runs(acc['learned'], 100, 2)} | {verdict(loss, 1, 4)} vs {c['baseline']} | "
+                f"{verdict(acc, 100, 2)} |"
+            )
+        for label, by_horizon in entry["curves"]["baselines"].items():
+            curve = by_horizon[str(step)]
+            column = curve["eval_steps"].index(step)
+            loss = np.asarray(curve["eval_loss"], np.float64)[:, column]
+            acc = np.asarray(curve["eval_accuracy"], np.float64)[:, column]
+            best = " (best on validation)" if label == here[0]["baseline"] else ""
+            rows.append(
+                f"| {step} | {label}, tuned for {step} steps{best} | {mean_std(_train_loss(curve, step))} | "
+                f"{mean_std(loss)} | {mean_std(acc, 2, 100)} | | |"
+            )
+    return "\n".join(rows)
 
 
 @renderer("li_malik")
 def _li_malik(data: dict) -> str:
-    """Seed 003: policy-search optimizers and tuned baselines, the training objective along the run."""
-    setup, tuning = data["setup"], data["tuning"]
+    """Seed 003 and issue 18: the policy's four trainers, judged at the unroll's horizon and 10x it."""
+    p = data["protocol"]
+    short, long = p["horizons"]
     parts = [
-        f"Meta-training task: `{setup['train_task']}`; unroll {setup['unroll']} steps; policy LSTM width "
-        f"{setup['hidden']}.",
-        "Meta-training wall time (s): "
-        + ", ".join(f"{k} {v:.0f}" for k, v in setup["meta_training_seconds"].items())
-        + ".",
-        f"Baseline learning rates tuned on `{tuning['task']}` over {tuning['steps']} steps ({tuning['seeds']} "
-        f"seeds, {tuning['rule']}): " + ", ".join(f"{k} {v:g}" for k, v in tuning["learning_rates"].items()) + ".",
+        f"Policy: `{p['policy']['type']}` (LSTM width {p['policy']['hidden']}), meta-trained on "
+        f"`{p['train_task']}` with {p['unroll']}-step unrolls by each trainer, {p['meta_seeds']} independent "
+        f"meta-runs each, on the same budget of {p['budget']} optimizee steps per meta-run and the same meta-seeds "
+        f"(Adam {p['meta_lr']:g}, {p['schedule']}); selection: {p['selection_rule']}.",
+        f"Evaluation: every meta-run trains fresh optimizees (the same MLP on each dataset's principal components) "
+        f"for {long} steps over {len(p['seeds'])} seeds, the same seeds for every optimizer; the test split is "
+        f"scored. Baselines ({', '.join(p['baselines'])}) tuned on each dataset's validation split for {short} and "
+        f"for {long} steps separately (learning rates {min(p['learning_rates']):.4g}-{max(p['learning_rates']):.4g}, "
+        f"x2 grid, {p['tuning_seeds']} seeds, lowest validation loss); the best baseline is the one with the lowest "
+        "validation loss. Differences: trainer minus that baseline, 95 % bootstrap interval over meta-runs x seeds; "
+        "**beats** / **loses to** only when it excludes zero. Trainers' values: mean ± std across meta-runs of "
+        "each run's mean over seeds; baselines': mean ± std over seeds.",
+        "## Meta-training",
+        _meta_training(data),
     ]
-    for task, curves in data["tasks"].items():
-        seeds = curves[0]["seeds"]
+    for dataset, entry in data["datasets"].items():
+        role = "held out" if entry["held_out"] else "the meta-training dataset (its test split; not held out)"
         parts += [
-            f"**{task}** (full-batch training objective; mean ± std over {seeds} seeds)",
-            objective_table(curves, tuple(data["marks"])),
+            f"## {dataset}: `{entry['task']}`, {role}",
+            _comparisons(entry),
+            "Tuned baselines:",
+            _tuning(entry["tuned"]),
         ]
-    parts.append(f"![objective vs iteration]({data['figure']})")
+    parts.append(f"![test accuracy and loss vs step, log x]({data['figure']})")
+    if data.get("not_run"):
+        parts.append("Datasets of the protocol that were not run: " + ", ".join(data["not_run"]) + ".")
     return "\n\n".join(parts)
