@@ -24,11 +24,14 @@ import subprocess
 import sys
 import time
 
-from experiments.pages import RENDERERS  # noqa: F401  (re-exported)
-from experiments.pages import renderer  # noqa: F401  (re-exported)
-from experiments.pages import slug  # noqa: F401  (re-exported)
-
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if ROOT not in sys.path:  # `python experiments/x.py` puts experiments/ on the path, not the repository root
+    sys.path.insert(0, ROOT)
+
+from experiments.pages import RENDERERS  # noqa: E402, F401  (re-exported)
+from experiments.pages import renderer  # noqa: E402, F401  (re-exported)
+from experiments.pages import slug  # noqa: E402, F401  (re-exported)
+
 RESULTS = os.path.join(ROOT, "docs", "results")
 README = os.path.join(ROOT, "README.md")
 BEGIN, END = "<!-- results:begin -->", "<!-- results:end -->"
