@@ -46,9 +46,9 @@ def smoke_study(activation: str) -> horizon.HorizonStudy:
             datasets=("digits",), models=("mlp",), widths=(8,), depths=(3,), activations=(activation,), batch_size=64
         ),
         estimator=long_horizon_estimator(truncation_length=10, low=30, high=300, num_tasks=4),
-        outer_steps=60,
+        outer_steps=40,
         meta_lr=3e-3,
-        checkpoint_every=30,
+        checkpoint_every=20,
         meta_seeds=3,
         selection_task=base,
         selection_length=1000,
@@ -57,7 +57,9 @@ def smoke_study(activation: str) -> horizon.HorizonStudy:
             horizon.HeldOutTask("digits MLP-32", {**base, "width": 32}, 3000, "4x wider"),
             horizon.HeldOutTask("mnist1d MLP-8", {**base, "dataset": "mnist1d"}, 3000, "other data (1-D signals)"),
         ),
+        seeds=3,
         baselines=("adam",),
+        tuning_seeds=2,
     )
 
 

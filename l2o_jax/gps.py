@@ -323,7 +323,14 @@ def _rms(x: jax.Array) -> jax.Array:
     return jnp.sqrt(jnp.mean(jnp.square(x)) + 1e-30)
 
 
-def local_controllers(runs: Trajectories, policy_var, kl_bound: float, prior_strength=0.1, curvature_floor=1e-2):
+def local_controllers(
+    runs: Trajectories,
+    policy_var,
+    kl_bound: float,
+    prior_strength=0.1,
+    curvature_floor=1e-2,
+    cost_gradient: str = "current",
+):
     """Steps 2-3 of the module docstring on sampled runs: the local controllers' means and variances.
 
     Args:
@@ -332,6 +339,13 @@ def local_controllers(runs: Trajectories, policy_var, kl_bound: float, prior_str
       kl_bound: ``ε``, the KL bound per coordinate's trajectory.
       prior_strength: weight of the all-steps fit in each step's fit.
       curvature_floor: the least curvature ``b_t`` of the cost, in units of RMS gradient per RMS step.
+      cost_gradient: which gradient reads a step's decrease of the objective. ``'current'``: the one the step was
+        taken from, ``ℓ_t = w_t (g_t u_t + ½ b_t u_t²)``; its minibatch noise, which the step follows, counts as
+        progress, so the model over-promises large steps. ``'next'``: the one after it, on a fresh minibatch,
+        ``ℓ = w_t (g_{t+1} u_t - ½ b_t u_t²)`` (exact for a quadratic objective), a quadratic in ``x_{t+1}``
+        charged at step ``t + 1``; with ``g_{t+1} ≈ a_t g_t + B_t u_t`` its mean is ``w_t (a_t g_t u_t + ½ c_t u_t²)``,
+        ``c_t = max(B_t, curvature_floor)`` (``b_t = 2 B_t - c_t``), so only the gradient's predictable part is
+        credited. The last step's decrease falls after the horizon and is not charged.
 
     Returns:
       ``(target_mean (N, T-1, P), target_var (T-1,), info)``: the controllers' steps at the sampled states of the
@@ -357,10 +371,19 @@ def local_controllers(runs: Trajectories, policy_var, kl_bound: float, prior_str
     steps = horizon - 1
     # ℓ_t = w_t (g u + ½ b u²), in units of scale_g · scale_u.
     weights = (horizon - jnp.arange(steps)) / horizon
-    curvature = jnp.maximum(dynamics.gain[:, 0, STATE_DIM], curvature_floor)
+    slope = dynamics.gain[:, 0, STATE_DIM]  # ∂g_{t+1}/∂u_t
+    curvature = jnp.maximum(slope, curvature_floor)
     hessian = jnp.zeros((steps, STATE_DIM + 1, STATE_DIM + 1))
-    hessian = hessian.at[:, 0, STATE_DIM].set(weights).at[:, STATE_DIM, 0].set(weights)
-    hessian = hessian.at[:, STATE_DIM, STATE_DIM].set(weights * curvature)
+    if cost_gradient == "current":
+        hessian = hessian.at[:, 0, STATE_DIM].set(weights).at[:, STATE_DIM, 0].set(weights)
+        hessian = hessian.at[:, STATE_DIM, STATE_DIM].set(weights * curvature)
+    elif cost_gradient == "next":
+        # Step t's decrease, read at t + 1 from x_{t+1} = (g_{t+1}, g_t, u_t): entries (0, 2) and (2, 2).
+        previous = lambda a: jnp.concatenate([jnp.zeros_like(a[:1]), a[:-1]])
+        w, b = previous(weights), previous(2 * slope - curvature)
+        hessian = hessian.at[:, 0, 2].set(w).at[:, 2, 0].set(w).at[:, 2, 2].set(-w * b)
+    else:
+        raise ValueError(f"cost_gradient must be 'current' or 'next', got {cost_gradient!r}.")
     cost = QuadraticCost(hessian, jnp.zeros((steps, STATE_DIM + 1)))
     initial_mean = x[0].mean(0)
     initial_cov = jnp.cov(x[0].T) + 1e-6 * jnp.eye(STATE_DIM)
@@ -437,6 +460,8 @@ class GuidedPolicySearch:
       adapt_kl_bound: start from ``kl_bound`` and adapt it each iteration by MDGPS's rule
         (:func:`adapt_kl_bound`), within ``kl_bound_limits``; the state is then a :class:`KLBoundState`.
       kl_bound_limits: the range the adapted bound stays in.
+      cost_gradient: ``'current'`` or ``'next'``: which gradient reads a step's decrease in the controllers'
+        cost (:func:`local_controllers`).
 
     Example:
       >>> estimator = GuidedPolicySearch(length=50, num_trajectories=4, kl_bound=100.0)
@@ -452,12 +477,17 @@ class GuidedPolicySearch:
     train_std: bool = False
     adapt_kl_bound: bool = False
     kl_bound_limits: tuple[float, float] = (1.0, 1e4)
+    cost_gradient: str = "current"
 
     def __post_init__(self):
         if self.length < 3 or self.num_trajectories < 1 or not self.kl_bound > 0:
             raise ValueError(
                 "GuidedPolicySearch needs length >= 3, num_trajectories >= 1 and kl_bound > 0, got "
                 f"{self.length}, {self.num_trajectories}, {self.kl_bound}."
+            )
+        if self.cost_gradient not in ("current", "next"):
+            raise ValueError(
+                f"GuidedPolicySearch.cost_gradient must be 'current' or 'next', got {self.cost_gradient!r}."
             )
 
     def init(self, meta_params, task, key):
@@ -481,7 +511,7 @@ class GuidedPolicySearch:
             state = adapt_kl_bound(state, objective, self.kl_bound_limits)
         kl_bound = state.kl_bound if self.adapt_kl_bound else self.kl_bound
         target_mean, target_var, info = local_controllers(
-            runs, policy_var, kl_bound, self.prior_strength, self.curvature_floor
+            runs, policy_var, kl_bound, self.prior_strength, self.curvature_floor, self.cost_gradient
         )
         if self.adapt_kl_bound:
             state = state._replace(predicted=objective + info["predicted_change"])

@@ -119,6 +119,10 @@ def test_supervised_steps_decrease_the_kl_to_the_local_controllers(task):
     # The controllers step against the gradient: the first state coordinate is g_t.
     assert np.all(np.asarray(info["controller"].gain[:, 0, 0]) < 0)
     assert float(info["predicted_change"]) < 0  # and the cost model expects them to lower the objective
+    # Read with the next gradient, a step's decrease is charged one step later: the controllers still descend,
+    # but for the last step, whose decrease falls after the horizon.
+    _, _, following = local_controllers(runs, policy_var, estimator.kl_bound, cost_gradient="next")
+    assert np.all(np.asarray(following["controller"].gain[:-1, 0, 0]) < 0) and float(following["predicted_change"]) < 0
     loss_and_grad = jax.jit(jax.value_and_grad(lambda a, *data: supervised_kl(a, meta, *data)))
     # Re-run along the recorded histories, the policy reproduces its own means: zero KL to itself.
     own_var = jnp.full(target_var.shape, policy_var)
@@ -178,3 +182,5 @@ def test_bad_settings_are_named():
         GuidedPolicySearch(length=2)
     with pytest.raises(ValueError, match="kl_bound > 0"):
         GuidedPolicySearch(kl_bound=0.0)
+    with pytest.raises(ValueError, match="cost_gradient must be 'current' or 'next'"):
+        GuidedPolicySearch(cost_gradient="previous")

@@ -31,6 +31,7 @@ TINY = {
     "MLPL2O": l2o_jax.MLPL2O(hidden=(2,), output=l2o_jax.OutputConfig(base="none", init_lr=1e-2)),
     "LiMalikL2O": l2o_jax.LiMalikL2O(hidden=2),
     "ScaleGMN": ScaleGMN(activation="tanh", hidden=2, layers=1),
+    "ScaleGraphL2O": l2o_jax.ScaleGraphL2O(symmetry="scale", hidden=2, layers=1),
     "LearnedBackward": LearnedBackward(hidden=2, layers=1),
 }
 

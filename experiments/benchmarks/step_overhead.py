@@ -1,9 +1,13 @@
 """Wall time of one jitted training step with each learned optimizer, as a ratio to the same step with Adam.
 
 The optimizee is the papers' 3-layer CNN (32 channels) at batch 128 on 28x28x1 inputs, and a 4x wider one;
-NG-T is also timed over widths to show its O(neurons^2) attention.
+NG-T is also timed over widths to show its O(neurons^2) attention. ``--models ResNet Transformer`` times a
+pre-norm ResNet (2 residual blocks with LayerNorm, same inputs) and a transformer (2 blocks of 4-head
+self-attention and MLP, 40 tokens of 1 feature like MNIST-1D) of the same width, whose neural graphs the
+graph optimizers read from the computation (``apply_fn=``, ``example_input=``).
 
-    python experiments/benchmarks/step_overhead.py [--repeats 10] [--widths 32 128]
+    python experiments/benchmarks/step_overhead.py [--repeats 10] [--widths 32 128] [--models CNN ResNet Transformer]
+        [--optimizers adam "graph_l2o (NG-GNN 32x4)"]
 """
 
 from __future__ import annotations
@@ -18,18 +22,29 @@ from timing import time_compiled
 
 import l2o_jax
 from l2o_jax.tasks import CNNClassifier
+from l2o_jax.tasks import ResNetClassifier
+from l2o_jax.tasks import TransformerClassifier
+from l2o_jax.tasks.models import layer_activations
+
+
+def _graph(factory, config):
+    """A graph optimizer's factory taking how to read the optimizee (``activations=``, ``apply_fn=``, ...)."""
+    return lambda **read: factory(config.init(jax.random.key(0)), **read)
+
 
 OPTIMIZERS = {
-    "adam": lambda: optax.adam(1e-3),
-    "graph_l2o (NG-GNN 32x4)": lambda: l2o_jax.graph_l2o(l2o_jax.GraphL2O(hidden=32, layers=4).init(jax.random.key(0))),
-    "transformer_l2o (NG-T 32x2)": lambda: l2o_jax.transformer_l2o(
-        l2o_jax.TransformerL2O(hidden=32, layers=2).init(jax.random.key(0))
-    ),
-    "recurrent_graph_l2o": lambda: l2o_jax.recurrent_graph_l2o(
-        l2o_jax.RecurrentGraphL2O(hidden=32, layers=4).init(jax.random.key(0))
-    ),
-    "lstm_l2o (2x20)": lambda: l2o_jax.lstm_l2o(l2o_jax.LSTML2O().init(jax.random.key(0))),
-    "mlp_l2o (32,32)": lambda: l2o_jax.mlp_l2o(l2o_jax.MLPL2O().init(jax.random.key(0))),
+    "adam": lambda **read: optax.adam(1e-3),
+    "graph_l2o (NG-GNN 32x4)": _graph(l2o_jax.graph_l2o, l2o_jax.GraphL2O(hidden=32, layers=4)),
+    "transformer_l2o (NG-T 32x2)": _graph(l2o_jax.transformer_l2o, l2o_jax.TransformerL2O(hidden=32, layers=2)),
+    "recurrent_graph_l2o": _graph(l2o_jax.recurrent_graph_l2o, l2o_jax.RecurrentGraphL2O(hidden=32, layers=4)),
+    "lstm_l2o (2x20)": lambda **read: l2o_jax.lstm_l2o(l2o_jax.LSTML2O().init(jax.random.key(0))),
+    "mlp_l2o (32,32)": lambda **read: l2o_jax.mlp_l2o(l2o_jax.MLPL2O().init(jax.random.key(0))),
+}
+#: Optimizee of each width and its input shape (without the batch axis).
+MODELS = {
+    "CNN": lambda width: (CNNClassifier(width=width, depth=3, num_classes=10), (28, 28, 1)),
+    "ResNet": lambda width: (ResNetClassifier(width=width, depth=2, num_classes=10), (28, 28, 1)),
+    "Transformer": lambda width: (TransformerClassifier(width=width, depth=2, num_classes=10, heads=4), (40, 1)),
 }
 
 
@@ -45,15 +60,18 @@ def train_step_fn(model, tx):
     return step
 
 
-def measure(width: int, names, repeats: int, batch: int = 128):
-    model = CNNClassifier(width=width, depth=3, num_classes=10)
-    x = jax.random.normal(jax.random.key(1), (batch, 28, 28, 1))
+def measure(width: int, names, repeats: int, batch: int = 128, model: str = "CNN"):
+    """Seconds per jitted training step of the ``model`` optimizee of ``width`` with each optimizer in ``names``."""
+    net, shape = MODELS[model](width)
+    x = jax.random.normal(jax.random.key(1), (batch, *shape))
     y = jax.random.randint(jax.random.key(2), (batch,), 0, 10)
-    params = model.init(jax.random.key(0), x[:1])
+    params = net.init(jax.random.key(0), x[:1])
+    # The CNN is a plain chain read from its parameters; the others' graphs are read from their computation.
+    read = {} if model == "CNN" else dict(activations=layer_activations(net), apply_fn=net.apply, example_input=x[:1])
     times = {}
     for name in names:
-        tx = OPTIMIZERS[name]()
-        times[name] = time_compiled(train_step_fn(model, tx), params, tx.init(params), x, y, repeats=repeats)[0]
+        tx = OPTIMIZERS[name](**read)
+        times[name] = time_compiled(train_step_fn(net, tx), params, tx.init(params), x, y, repeats=repeats)[0]
     return times
 
 
@@ -61,13 +79,17 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--repeats", type=int, default=10)
     parser.add_argument("--widths", type=int, nargs="+", default=[32, 128])
+    parser.add_argument("--models", nargs="+", default=["CNN"], choices=sorted(MODELS))
+    parser.add_argument("--optimizers", nargs="+", default=list(OPTIMIZERS), choices=list(OPTIMIZERS))
     args = parser.parse_args()
     print(f"# step overhead on {device_line()}\n")
+    names = ["adam"] + [name for name in args.optimizers if name != "adam"]  # the baseline of every ratio
     rows = []
-    for width in args.widths:
-        times = measure(width, list(OPTIMIZERS), args.repeats)
-        for name, t in times.items():
-            rows.append([f"CNN-{width}", name, f"{1000 * t:.2f}", f"{t / times['adam']:.2f}x"])
+    for model in args.models:
+        for width in args.widths:
+            times = measure(width, names, args.repeats, model=model)
+            for name, t in times.items():
+                rows.append([f"{model}-{width}", name, f"{1000 * t:.2f}", f"{t / times['adam']:.2f}x"])
     print(markdown_table(["optimizee", "optimizer", "ms / step", "vs adam"], rows))
 
 

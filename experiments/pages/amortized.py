@@ -28,7 +28,7 @@ def _headline(zoos: dict) -> list[str]:
         "|---|---|---|---|---|---|---|---|",
     ]
     for name, z in zoos.items():
-        m, c = z["metanets"], z["comparisons"]
+        m, c = z, z["comparisons"]
         rows.append(
             f"| {name} | {_acc(z['initial'])} | {_acc(m['scalegmn'])} | {_acc(m['gmn'])} | "
             f"{_acc(z['sgd_same_time'])}, {z['sgd_same_time']['steps']} steps | "
@@ -60,7 +60,7 @@ def _acceptance(zoos: dict) -> list[str]:
 
 def _zoo_table(name: str, z: dict) -> list[str]:
     cfg, sgd = z["zoo"]["config"], z["sgd_epochs"]
-    m = z["metanets"]
+    m = z
     lines = [
         f"### {name}: {z['zoo']['members']} members ({z['zoo']['splits']['train']} train, "
         f"{z['zoo']['splits']['validation']} validation, {z['zoo']['splits']['test']} test)",
@@ -164,6 +164,10 @@ def render(data: dict) -> str:
         "\n".join(_acceptance(zoos)),
         "## Per zoo",
         "\n".join(_headline(zoos)),
+        "Wall time per zoo on this machine (zoo, metanetwork training, baselines; stages that ran in parallel "
+        "processes on the shared cores overlap): "
+        + ", ".join(f"{name} {seconds / 60:.0f} min" for name, seconds in data["stage_seconds"].items())
+        + f"; {sum(data['stage_seconds'].values()) / 60:.0f} min in all.",
         "Same time: SGD (momentum 0.9) and Adam run for as many steps as fit in ScaleGMN-B's vmapped cost per "
         "network, learning rate tuned on validation members for that many steps; 0 steps means one step costs more "
         "than the single shot, so the networks stay as they were.",

@@ -239,6 +239,9 @@ def params_to_graph(params, spec: GraphSpec | None = None) -> jraph.GraphsTuple:
         'kernel_mask': bool[n_edge, kernel_size]}``, static ``senders``/``receivers`` and
         ``n_node``/``n_edge`` of shape ``(1,)``.
 
+    Neuron parameters and unplaced parameters (``neuron_param_values``, ``unplaced_values``) are not in the graph
+    tuple; residual connections are ``spec.residual_senders`` / ``residual_receivers``.
+
     Example:
       >>> graph = params_to_graph(params)
       >>> graph.n_edge   # sum over layers of fan_in * fan_out

@@ -284,7 +284,8 @@ def learned_transform(meta_params: MetaParams, **options) -> optax.GradientTrans
             )
         features = update_feature_state(state.features, updates, config.features)
         context = config.architecture_spec(params, **options)
-        units = config.step_frame(params, context)
+        # Units are constants to differentiation, like the inner gradients: sqrt(v u^2) has no derivative where v = 0.
+        units = jax.lax.stop_gradient(config.step_frame(params, context))
         seen_params, seen_grads, seen = (
             (params, updates, features) if units is None else _in_units(units, params, updates, features)
         )

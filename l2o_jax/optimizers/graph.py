@@ -107,7 +107,10 @@ class GraphNet(nn.Module):
             node_x = jnp.concatenate([node_x, probes.astype(node_x.dtype)], -1)
         d = self.hidden
         cell_encoder = MLP((d,), final_activation=True, name="cell_encoder")
-        cells = cell_encoder(edge_x)  # (E, K, d)
+        # Only the real kernel cells are encoded and decoded: dense edges padded to a 3x3 window, or to an attention
+        # layer's three cells, would otherwise cost several times their own work.
+        real = np.flatnonzero(spec.edge_kernel_mask.reshape(-1))
+        cells = _on_real_cells(cell_encoder, edge_x, real)  # (E, K, d), zero in padding cells
         mask = jnp.asarray(spec.edge_kernel_mask, cells.dtype)[..., None]
         edges = (cells * mask).sum(1) / mask.sum(1)
         edges = edges + nn.Embed(len(graphs.LAYER_KINDS), d, name="edge_kind")(spec.edge_kind)
@@ -140,7 +143,7 @@ class GraphNet(nn.Module):
         edge_decoder = MLP((d,), final_activation=True, name="edge_decoder")
         edge_output = output_head(2, self.output, "edge_output")
         edge_in = jnp.concatenate([jnp.broadcast_to(edges[:, None], cells.shape), cells], -1)
-        edge_out = edge_output(edge_decoder(edge_in))
+        edge_out = _on_real_cells(lambda x: edge_output(edge_decoder(x)), edge_in, real)
         node_decoder = MLP((d,), final_activation=True, name="node_decoder")
         node_output = output_head(2, self.output, "node_output")
         node_out = node_output(node_decoder(jnp.concatenate([nodes, node_enc], -1)))
@@ -165,6 +168,13 @@ class GraphNet(nn.Module):
         if self.body == "transformer":
             return RelationalTransformer(self.hidden, self.num_layers, self.num_heads, name="transformer")
         raise ValueError(f"unknown graph network body {self.body!r}; use 'pna' or 'transformer'.")
+
+
+def _on_real_cells(fn, x: jax.Array, real: np.ndarray) -> jax.Array:
+    """``fn`` on the rows of ``x`` ``(E, K, C)`` whose flat cell index is in ``real``; zeros in the other cells."""
+    rows = x.reshape((-1, x.shape[-1]))[real]
+    out = fn(rows)
+    return jnp.zeros((x.shape[0] * x.shape[1], out.shape[-1]), out.dtype).at[real].set(out).reshape(x.shape[:2] + (-1,))
 
 
 def _float_spec(spec: graphs.GraphSpec) -> graphs.GraphSpec:
