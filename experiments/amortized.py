@@ -70,6 +70,8 @@ SCALES = {
         'l1_train': {'steps': 100, 'learning_rate': 1e-3, 'warmup_steps': 0, 'eval_every': 25},
         # SGD for whole epochs costs epochs x train examples per network: run on the first test members only.
         'sgd_members': {'mlp': 64, 'cnn': 8},
+        # Does the single-shot gain grow with training? One ScaleGMN trained 4x longer on the CNN-tanh zoo.
+        'longer': {'zoo': 'digits-cnn-tanh', 'steps': 1600, 'eval_every': 100},
         'sgd_epochs': amortized.SGD_EPOCHS,
         'tune_members': 4,
         'match_check_every': 5,
@@ -131,6 +133,7 @@ def dry_run_config(config: dict) -> dict:
         'train_overrides': {},
         'seeds': 2,
         'l1_train': {**config['l1_train'], 'steps': 2, 'eval_every': 1},
+        'longer': config.get('longer') and {**config['longer'], 'steps': 3, 'eval_every': 1},
         'sgd_members': {m: 2 for m in config['sgd_members']},
         'sgd_epochs': (1, 2),
         'tune_members': 2,
@@ -367,6 +370,40 @@ def study_zoo(config: dict, model: str, activation: str, workdir: str, data_dir:
     return result
 
 
+def longer_training(config: dict, workdir: str, data_dir: str | None, progress: bool) -> dict:
+    """``config['longer']``: ScaleGMN (seed 0) trained ``steps`` steps without early stopping on one zoo."""
+    longer = config['longer']
+    model, activation = longer['zoo'].split('-')[-2:]
+    zoo, _ = io.cached_zoo(
+        os.path.join(workdir, 'zoos', longer['zoo']), zoo_config(config, model, activation, data_dir), progress=progress
+    )
+    overrides = config.get('train_overrides', {}).get(model, {})
+    train = amortized.TrainConfig(
+        **{
+            **config['train'],
+            **overrides,
+            'steps': longer['steps'],
+            'eval_every': longer['eval_every'],
+            'patience': None,
+        }
+    )
+    metanet = amortized.ScaleGMN(activation=activation, **config['metanet'])
+    path = os.path.join(workdir, 'meta', longer['zoo'], f'scalegmn-{longer["steps"]}-steps-seed0')
+    meta_params, history, seconds = trained_metanet(zoo, metanet, train, path, progress)
+    test = zoo.split('test')
+    new_stack = jax.vmap(amortized.finetune, in_axes=(None, 0))(meta_params, test.params)
+    accuracy = amortized.evaluate_stack(zoo.task(train.batch_size), new_stack, 'test')['accuracy']
+    best = min(history, key=lambda h: h['validation'])
+    return {
+        'zoo': longer['zoo'],
+        'steps': longer['steps'],
+        'best_step': best['step'],
+        'train_seconds': round(seconds, 1),
+        **summary(accuracy),
+        'history': history,
+    }
+
+
 def run(config: dict, models, activations, workdir: str, data_dir: str | None, progress: bool) -> dict:
     """Every zoo's results, by zoo name, with the metanetworks' entries (``scalegmn``, ``gmn``) at the top level."""
     zoos = {}
@@ -411,6 +448,11 @@ def main(argv=None) -> int:
         'zoos': zoos,
         # Stages cached by earlier invocations are not in the provenance's wall time; each zoo's are here.
         'stage_seconds': {name: z['seconds'] for name, z in zoos.items()},
+        'longer_training': (
+            longer_training(config, workdir, args.data_dir, not args.no_progress)
+            if config.get('longer') and config['longer']['zoo'] in zoos
+            else None
+        ),
         'provenance': report.provenance(started),
     }
     page = report.save(data, os.path.join(out, f'amortized_{name}.json'))

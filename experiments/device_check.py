@@ -284,7 +284,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     args.limit_s = min(args.limit_s, MAX_LIMIT_S)
     args.out = args.out or ("runs/dry_run/gpu.json" if args.tiny else "docs/results/gpu.json")
-    import report
+    from experiments import report
 
     data = check(args)
     page = report.save(data, args.out)

@@ -388,3 +388,17 @@ def test_linen_trainstate_trains_a_resnet_with_layernorm():
             state, loss = train_step(state)
             losses.append(float(loss))
     assert np.isfinite(losses).all() and losses[-1] < losses[0] - 0.05
+
+
+def test_meta_training_reads_the_graph_of_a_resnet_from_its_computation():
+    """Meta-gradients through a short unroll on a ResNet task: the learned optimizer is built from the model's
+    computation (residual edges, LayerNorm parameters placed), so nothing is left unplaced."""
+    from l2o_jax.meta import fresh_unroll_loss
+
+    task = image_task("digits", model="resnet", width=8, depth=2, batch_size=16)
+    meta = l2o_jax.GraphL2O(hidden=8, layers=1).init(jax.random.key(0))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", graphs.UnplacedParametersWarning)
+        loss, grads = jax.value_and_grad(lambda a: fresh_unroll_loss(a, meta, task, jax.random.key(1), 3))(meta.arrays)
+    assert np.isfinite(loss) and all(np.isfinite(g).all() for g in jax.tree.leaves(grads))
+    assert any(np.abs(g).max() > 0 for g in jax.tree.leaves(grads))

@@ -174,5 +174,16 @@ def render(data: dict) -> str:
     ]
     for name, z in zoos.items():
         parts.append("\n".join(_zoo_table(name, z)))
+    longer = data.get("longer_training")
+    if longer:
+        z = zoos[longer["zoo"]]
+        parts += [
+            "## Longer training",
+            f"One ScaleGMN-B (seed 0) trained {longer['steps']} steps on {longer['zoo']} without early stopping "
+            f"(cosine over {longer['steps']} steps): {longer['accuracy']:.1f} % test accuracy (members ± "
+            f"{longer['members_std']:.1f}), against {z['initial']['accuracy']:.1f} % initial and "
+            f"{z['scalegmn']['accuracy']:.1f} % after at most {config['train']['steps']} steps; best validation "
+            f"objective at step {longer['best_step']}; {longer['train_seconds'] / 60:.0f} min of training.",
+        ]
     parts += ["## Sparsity (λ > 0)", "\n".join(_sparsity(zoos, paper["sparsity"]))]
     return "\n\n".join(parts)

@@ -497,7 +497,7 @@ def graph_spec(
       >>> graph_spec(model.init(jax.random.key(0), x)).unplaced_paths   # with an UnplacedParametersWarning
       ('params/layers_1/bias', 'params/layers_1/scale')
       >>> graph_spec(model.init(jax.random.key(0), x), apply_fn=model.apply, example_input=x).neuron_params
-      ((0, 1, 'shift'), (1, 1, 'scale'))
+      ((2, 1, 'shift'), (3, 1, 'scale'))
     """
     if (apply_fn is None) != (example_input is None):
         raise ValueError("graph_spec: pass apply_fn and example_input together (to read the model's computation).")

@@ -7,6 +7,7 @@ learned optimizer's transform is built inside the traced function so meta-gradie
 from __future__ import annotations
 
 import dataclasses
+import inspect
 from typing import Any
 from typing import Callable
 from typing import NamedTuple
@@ -54,8 +55,17 @@ class InnerState(NamedTuple):
 
 
 def learned_transform_for(meta_params: MetaParams, task) -> optax.GradientTransformationExtraArgs:
-    """The learned optimizer configured for the task's architecture (activations for graph families)."""
-    return meta_params.config.transform(meta_params, activations=task.activations)
+    """The learned optimizer configured for the task's architecture: its activations and, for a model that is no
+    plain chain of layers (a ResNet, a transformer), its computation, from which graph families read residual
+    edges, normalisation parameters and attention.
+
+    Example:
+      >>> tx = learned_transform_for(meta_params, image_task('digits', model='resnet', width=8))
+    """
+    options = {"activations": task.activations}
+    if not task.is_chain and "apply_fn" in inspect.signature(meta_params.config.transform).parameters:
+        options.update(apply_fn=task.apply, example_input=task.example_input())
+    return meta_params.config.transform(meta_params, **options)
 
 
 def init_inner_state(meta_params: MetaParams, task, key: jax.Array) -> InnerState:

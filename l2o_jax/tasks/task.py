@@ -61,9 +61,19 @@ class Task:
         """Activation per parameterised layer, see :func:`layer_activations`."""
         return layer_activations(self.model)
 
+    @property
+    def is_chain(self) -> bool:
+        """Whether the model is a plain chain of Dense/Conv layers (an MLP or a CNN), whose neural graph its
+        parameters alone describe; a ResNet's or a transformer's is read from its computation."""
+        return isinstance(self.model, (MLPClassifier, CNNClassifier))
+
+    def example_input(self) -> jax.Array:
+        """A zero input batch of one example: what tracing the model's computation needs."""
+        return jnp.zeros((1, *self.input_shape), jnp.float32)
+
     def init(self, key: jax.Array):
         """Returns freshly initialised variables ``{'params': ...}``."""
-        return self.model.init(key, jnp.zeros((1, *self.input_shape), jnp.float32))
+        return self.model.init(key, self.example_input())
 
     def apply(self, params, x: jax.Array) -> jax.Array:
         """Returns the logits of a normalised batch ``x``."""
