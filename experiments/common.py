@@ -1,29 +1,25 @@
-"""What the three experiments of Sbicego et al. share: the two scales, the command line, meta-training (or reusing)
-the learned optimizers, and the run directory's report.
+"""What the three experiments of Sbicego et al. share: the two scales, the command line, and running them as
+configurations of the one study pipeline (``l2o_jax.study.run_study``).
 
-A run directory holds ``configs.json``, one meta-training run per learned optimizer (``<name>/``: config,
-``metrics.jsonl``, ``checkpoints/``, ``meta_training.png``, ``best_meta_params/``), ``results.json``, the
-figures, ``summary.json`` and ``summary.md``.
+A run directory holds the study's cached stages (one meta-training run per learned optimizer and meta-seed,
+tuning and curves), ``study.json``, ``summary.json``, ``results.md`` and the figures; the result JSON and page go
+to ``docs/results/`` (smoke scale) or ``<workdir>/results`` (``--out`` to choose).
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import os
 import shlex
 import sys
 import time
 
-import jax
 import numpy as np
+import report
 
 from l2o_jax import evaluation
 from l2o_jax import study
-from l2o_jax.io import load_info
-from l2o_jax.io import load_meta_params
-from l2o_jax.io import save_meta_params
 from l2o_jax.meta import FullUnrollBPTT
 from l2o_jax.meta import MetaTrainConfig
 from l2o_jax.optimizers import LSTML2O
@@ -109,6 +105,7 @@ SCALES = {"smoke": smoke_scale, "paper": paper_scale}
 #: ``--dry-run``: the scale's datasets, model kinds and stages, every size shrunk so the whole pipeline runs in
 #: seconds on a CPU (command-line values still win). ``widths``/``depths``/``variable_points`` shrink the scale.
 DRY_RUN = dict(
+    meta_seeds=2,
     outer_steps=2,
     checkpoint_every=1,
     inner_steps=3,
@@ -137,11 +134,6 @@ def variable_lengths(base: int, points: int) -> tuple[int, ...]:
     return tuple(sorted({int(round(f * base)) for f in np.linspace(0.75, 2.5, points)}))
 
 
-def slug(name: str) -> str:
-    """The run subdirectory of a learned optimizer, e.g. ``'ng-gnn'``."""
-    return name.lower()
-
-
 def build_parser(description: str, optimizers: tuple[str, ...]) -> argparse.ArgumentParser:
     """The command line every experiment shares; unset knobs keep the scale's value.
 
@@ -150,12 +142,13 @@ def build_parser(description: str, optimizers: tuple[str, ...]) -> argparse.Argu
     """
     p = argparse.ArgumentParser(description=description)
     p.add_argument("--scale", choices=sorted(SCALES), default="smoke")
-    p.add_argument("--workdir", required=True, help="run directory (created; a rerun resumes meta-training)")
+    p.add_argument("--workdir", required=True, help="cached stages (a rerun resumes; another script reuses the runs)")
     p.add_argument("--optimizers", nargs="+", choices=sorted(LEARNED), default=list(optimizers))
-    p.add_argument("--from-run", default=None, help="reuse <DIR>/<name>/best_meta_params where they exist")
+    p.add_argument("--out", default=None, help="result JSON, page and figures (default: docs/results at smoke scale)")
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
     p.add_argument("--dry-run", action="store_true", help="the scale's pipeline at a tiny size (seconds, CPU)")
     meta = p.add_argument_group("meta-training")
+    meta.add_argument("--meta-seeds", type=int, help="independent meta-training runs per learned optimizer")
     meta.add_argument("--outer-steps", type=int)
     meta.add_argument("--meta-lr", type=float)
     meta.add_argument("--checkpoint-every", type=int)
@@ -241,6 +234,7 @@ def configure(args: argparse.Namespace) -> tuple[Scale, study.StudyConfig]:
         selection_length=_pick(args.eval_steps, base.eval_steps),  # select at the horizon judged at
         eval_task=_with(eval_task, data_dir=args.data_dir),
     ).with_overrides(
+        meta_seeds=args.meta_seeds,
         outer_steps=args.outer_steps,
         meta_lr=args.meta_lr,
         checkpoint_every=args.checkpoint_every,
@@ -255,60 +249,24 @@ def configure(args: argparse.Namespace) -> tuple[Scale, study.StudyConfig]:
     return dataclasses.replace(scale, study=protocol, hidden=hidden, layers=layers), protocol
 
 
-def learned_study(name: str, scale: Scale) -> study.StudyConfig:
-    """The protocol with ``name``'s learned optimizer (and, for GNN-variable, its draw of inner lengths)."""
-    meta = dataclasses.replace(scale.study.meta, learned_optimizer=LEARNED[name](scale.hidden, scale.layers))
-    if name == "GNN-variable":
-        lengths = variable_lengths(meta.estimator.lengths[0], scale.variable_points)
-        meta = dataclasses.replace(meta, estimator=dataclasses.replace(meta.estimator, lengths=lengths))
-    return dataclasses.replace(scale.study, meta=meta)
-
-
-def train_or_reuse(
-    studies: dict, workdir: str, *, from_run: str | None = None, progress: bool = True, log=print
-) -> tuple[dict, dict]:
-    """Meta-trains and selects each learned optimizer into ``workdir/<name>/`` or, when ``from_run`` holds
-    ``<name>/best_meta_params``, loads it from there. Returns ``({name: meta_params}, {name: provenance})``.
+def learned_configs(names, scale: Scale) -> dict:
+    """``{name: learned optimizer}`` for ``StudyConfig.learned``; GNN-variable is a whole meta-training run (the GNN
+    with its draw of inner lengths).
 
     Example:
-      >>> trained, info = train_or_reuse({'NG-GNN': learned_study('NG-GNN', smoke_scale())}, 'runs/x')
+      >>> learned_configs(['NG-GNN', 'GNN-variable'], smoke_scale())['GNN-variable'].estimator.lengths
+      (38, 75, 112, 125)
     """
-    trained, provenance = {}, {}
-    for name, config in studies.items():
-        saved = os.path.join(from_run, slug(name), "best_meta_params") if from_run else ""
-        reused = os.path.exists(saved)
-        if not reused:
-            run_dir = os.path.join(workdir, slug(name))
-            started = time.perf_counter()
-            step, best, scores = study.train_and_select(config, run_dir, progress=progress, log=log)
-            saved = save_meta_params(
-                os.path.join(run_dir, "best_meta_params"),
-                best,
-                metadata={
-                    "outer_step": step,
-                    "validation_loss": {str(k): v for k, v in scores.items()},
-                    "seconds": round(time.perf_counter() - started, 1),
-                },
-            )
-        else:
-            log(f"reusing {name} from {saved}")
-        trained[name] = load_meta_params(saved)
-        provenance[name] = {
-            "path": os.path.abspath(saved),
-            "reused": reused,
-            **load_info(saved)["metadata"],
-            "meta_parameters": trained[name].num_parameters,
-        }
-    return trained, provenance
-
-
-def save_configs(workdir: str, studies: dict) -> None:
-    """Writes every learned optimizer's meta-training config and the shared protocol to ``configs.json``."""
-    first = next(iter(studies.values()))
-    protocol = {f.name: getattr(first, f.name) for f in dataclasses.fields(first) if f.name != "meta"}
-    data = {"protocol": protocol, "meta_training": {n: json.loads(s.meta.to_json()) for n, s in studies.items()}}
-    with open(os.path.join(workdir, "configs.json"), "w") as f:
-        json.dump(data, f, indent=1, default=str)
+    learned = {}
+    for name in names:
+        config = LEARNED[name](scale.hidden, scale.layers)
+        if name == "GNN-variable":
+            meta = scale.study.meta
+            lengths = variable_lengths(meta.estimator.lengths[0], scale.variable_points)
+            estimator = dataclasses.replace(meta.estimator, lengths=lengths)
+            config = dataclasses.replace(meta, learned_optimizer=config, estimator=estimator)
+        learned[name] = config
+    return learned
 
 
 def command_line(script: str, argv) -> str:
@@ -316,28 +274,12 @@ def command_line(script: str, argv) -> str:
     return shlex.join(["python", f"experiments/{script}", *(sys.argv[1:] if argv is None else argv)])
 
 
-def describe(scale_name: str, config: study.StudyConfig) -> str:
-    """One paragraph on how the learned optimizers were trained and judged."""
-    meta, family = config.meta, config.meta.task_family
-    return (
-        f"Scale `{scale_name}`. Meta-training: {family.datasets[0]} {family.models[0].upper()} width "
-        f"{family.widths[0]}, depth "
-        f"{family.depths[0]}, batch {family.batch_size}; unroll K = {meta.estimator.lengths[0]} inner steps x "
-        f"{meta.estimator.num_tasks} optimizees per outer step; {meta.outer_steps} outer steps of Adam "
-        f"{meta.meta_lr:g} ({meta.schedule}); checkpoints every {meta.checkpoint_every}, the best picked by "
-        f"validation loss after {config.selection_length} steps. Evaluation: {config.eval_steps} steps x "
-        f"{config.seeds} seeds on the test split; baselines tuned once per task on the validation split at the same "
-        f"horizon (mean validation {config.tuning_select_by} over {config.tuning_seeds} seeds) over lr "
-        f"{list(config.learning_rates)} x wd {list(config.weight_decays)}."
-    )
-
-
 def held_out_changes(train_data, eval_data) -> str:
-    """One sentence on what the held-out task changes beyond the meta-training data (input shape, classes).
+    """What the held-out task changes beyond the meta-training data (input shape, classes), for the page.
 
     Example:
       >>> held_out_changes(load_dataset('digits'), load_dataset('digits'))
-      'The held-out data keeps the meta-training input 8x8x1 and 10 classes'
+      'same input 8x8x1 and 10 classes as the meta-training data'
     """
     shape = lambda data: "x".join(map(str, data.input_shape))
     changes = []
@@ -346,125 +288,76 @@ def held_out_changes(train_data, eval_data) -> str:
     if train_data.num_classes != eval_data.num_classes:
         changes.append(f"{train_data.num_classes} -> {eval_data.num_classes} classes")
     if not changes:
-        return f"The held-out data keeps the meta-training input {shape(eval_data)} and {eval_data.num_classes} classes"
-    return (
-        f"The held-out data changes {', '.join(changes)} ({train_data.name} -> {eval_data.name}); graph learned "
-        "optimizers treat every input and output neuron alike (no per-position embedding), so they apply "
-        "unchanged."
-    )
+        return f"same input {shape(eval_data)} and {eval_data.num_classes} classes as the meta-training data"
+    return f"{', '.join(changes)} ({train_data.name} -> {eval_data.name})"
 
 
-def provenance_table(provenance: dict) -> str:
-    """Markdown: where each learned optimizer came from and how its checkpoint was chosen."""
-    rows = [
-        "| optimizer | meta-parameters | best checkpoint | validation loss | meta-training (s) |",
-        "|---|---|---|---|---|",
-    ]
-    for name, p in provenance.items():
-        loss = p.get("validation_loss", {}).get(str(p.get("outer_step")), float("nan"))
-        rows.append(
-            f"| {name} | {p['meta_parameters']} | {p.get('outer_step')} | {loss:.4f} | "
-            f"{p.get('seconds')}{' (reused)' if p['reused'] else ''} |"
-        )
-    return "\n".join(rows)
+def task_label(task: dict) -> str:
+    """``'digits CNN-32, depth 2'``: a held-out task's label on pages and in the workdir."""
+    return f"{task['dataset']} {task.get('model', 'cnn').upper()}-{task['width']}, depth {task.get('depth', 2)}"
 
 
-def tuning_table(tuned_by_task: dict) -> str:
-    """Markdown: the tuned baselines' chosen hyperparameters and validation accuracy on each task."""
-    rows = [
-        "| task | baseline | learning rate | weight decay | on the grid's edge | validation loss "
-        "| validation accuracy (%) |",
-        "|---|---|---|---|---|---|---|",
-    ]
-    for task_name, tuned in tuned_by_task.items():
-        for t in tuned:
-            best = next(
-                s for s in t.scores if (s["learning_rate"], s["weight_decay"]) == (t.learning_rate, t.weight_decay)
-            )
-            rows.append(
-                f"| {task_name} | {t.name} | {t.learning_rate:g} | {t.weight_decay:g} | "
-                f"{'yes' if t.on_edge else 'no'} | {best['val_loss']:.4f} | {100 * best['val_accuracy']:.2f} |"
-            )
-    return "\n".join(rows)
+def held_out_task(label: str, protocol: study.StudyConfig, task: dict, steps: int) -> study.HeldOutTask:
+    """A held-out task of ``protocol`` with what it changes said."""
+    changes = held_out_changes(image_task(**protocol.selection_task).data, image_task(**task).data)
+    return study.HeldOutTask(label, task, steps, changes)
 
 
-def write_summary(workdir: str, title: str, paragraphs: list[str], summary: dict) -> str:
-    """Writes ``summary.md`` (title, then paragraphs) and ``summary.json``; returns the markdown's path."""
-    summary = {**summary, "devices": [str(d) for d in jax.devices()]}
-    with open(os.path.join(workdir, "summary.json"), "w") as f:
-        json.dump(summary, f, indent=1, default=str)
-    path = os.path.join(workdir, "summary.md")
-    with open(path, "w") as f:
-        f.write("\n\n".join([f"# {title}", *paragraphs]) + "\n")
-    return path
+def run_experiment(
+    script: str,
+    argv,
+    optimizers: tuple[str, ...],
+    title: str,
+    name: str,
+    *,
+    kind: str = "horizon",
+    add_arguments=None,
+    held_out=None,
+    finish=None,
+) -> dict:
+    """Replication, improvements and generalization: the scale's protocol with the chosen learned optimizers, run
+    by ``run_study``; the page ``<out>/<name>_<scale>.json``/``.md`` (of ``kind``) is rewritten after every
+    held-out task. Returns the study's data.
 
-
-def prepare_run(args: argparse.Namespace, scale: Scale) -> tuple[str, dict, dict]:
-    """Creates the run directory, writes ``configs.json`` and meta-trains (or reuses, see ``--from-run``) every
-    optimizer of ``--optimizers``. Returns ``(workdir, {name: meta_params}, {name: provenance})``."""
-    workdir = os.path.abspath(args.workdir)
-    os.makedirs(workdir, exist_ok=True)
-    studies = {name: learned_study(name, scale) for name in args.optimizers}
-    save_configs(workdir, studies)
-    return workdir, *train_or_reuse(studies, workdir, from_run=args.from_run, progress=not args.no_progress)
-
-
-def closing_sections(provenance: dict, tuned_by_task: dict, seconds: float) -> list[str]:
-    """The end of every summary: where the learned optimizers came from, the tuned baselines, the wall time."""
-    return [
-        "## Learned optimizers",
-        provenance_table(provenance),
-        "## Tuned baselines",
-        tuning_table(tuned_by_task),
-        f"Wall time {seconds:.0f} s on {jax.devices()[0].platform}.",
-    ]
-
-
-def run_comparison(script: str, argv, optimizers: tuple[str, ...], title: str, figure: str) -> dict:
-    """Replication and improvements: meta-train ``optimizers``, tune each baseline once on the held-out task,
-    evaluate everything there over seeds, and write the figure and tables. Returns ``summary.json``'s data.
+    Args:
+      add_arguments: adds a script's own options to the shared parser.
+      held_out: ``(protocol, scale, args) -> HeldOutTask tuple``; default: the protocol's evaluation task.
+      finish: ``(data, out, prefix) -> None``, run before the last write (e.g. a figure made from the whole data,
+        written to ``out`` under a name starting with ``prefix``).
 
     Example:
-      >>> run_comparison('replicate.py', ['--workdir', 'runs/r'], ('NG-GNN', 'LSTM'), 'Figure 1', 'figure1.png')
+      >>> data = run_experiment('replicate.py', ['--workdir', 'runs/r'], ('NG-GNN', 'LSTM'), 'Figure 1', 'replication')
     """
     started = time.perf_counter()
-    args = build_parser(title, optimizers).parse_args(argv)
+    parser = build_parser(title, optimizers)
+    if add_arguments is not None:
+        add_arguments(parser)
+    args = parser.parse_args(argv)
     scale, protocol = configure(args)
-    workdir, trained, provenance = prepare_run(args, scale)
-    task = image_task(**protocol.eval_task)
-    changes = held_out_changes(image_task(**protocol.selection_task).data, task.data)
-    print(
-        f"tuning {', '.join(protocol.baselines)} once on {task.name}; evaluating {len(trained)} learned "
-        f"optimizers and the tuned baselines: {protocol.eval_steps} steps x {protocol.seeds} seeds"
+    protocol = dataclasses.replace(protocol, learned=learned_configs(args.optimizers, scale))
+    main_task = held_out_task(task_label(protocol.eval_task), protocol, protocol.eval_task, protocol.eval_steps)
+    tasks = held_out(protocol, scale, args) if held_out else (main_task,)
+    protocol = dataclasses.replace(protocol, held_out=tasks)
+    scale_name = f"{args.scale}_dry_run" if args.dry_run else args.scale
+    out = args.out or (report.RESULTS if args.scale == "smoke" and not args.dry_run else f"{args.workdir}/results")
+    stem, prefix = os.path.join(out, f"{name}_{scale_name}"), f"{name}_{scale_name}_"
+
+    def publish(data):
+        data.update(
+            kind=kind, dry_run=args.dry_run, provenance=report.provenance(started, command=command_line(script, argv))
+        )
+        report.save(data, stem + ".json")
+
+    data = study.run_study(
+        protocol,
+        args.workdir,
+        title=f"{title} ({scale_name} scale)",
+        figures=out,
+        figure_prefix=prefix,
+        progress=not args.no_progress,
+        on_task=publish,
     )
-    tuned = study.tune_baselines(protocol, task)
-    results = study.evaluate_optimizers(protocol, task, trained, tuned)
-    evaluation.save_results(results, os.path.join(workdir, "results.json"))
-    caption = f"{task.name}, {protocol.seeds} seeds, {args.scale} scale"
-    png = evaluation.plot_curves(results, os.path.join(workdir, figure), title=caption)
-    table = evaluation.results_table(results, results[len(trained)].name if tuned else None)
-    seconds = time.perf_counter() - started
-    paragraphs = [
-        f"`{command_line(script, argv)}`",
-        describe(args.scale, protocol),
-        changes,
-        f"## Final test accuracy on {task.name}",
-        table,
-        f"![{title}]({os.path.basename(png)})",
-        *closing_sections(provenance, {task.name: tuned}, seconds),
-    ]
-    summary = {
-        "command": command_line(script, argv),
-        "eval_task": task.name,
-        "eval_input_shape": list(task.data.input_shape),
-        "eval_classes": task.data.num_classes,
-        "scale": args.scale,
-        "dry_run": args.dry_run,
-        "learned": provenance,
-        "tuned": [dataclasses.asdict(t) for t in tuned],
-        "results": [r.summary() for r in results],
-        "seconds": round(seconds, 1),
-    }
-    path = write_summary(workdir, title, paragraphs, summary)
-    print(open(path).read())
-    return summary
+    if finish is not None:
+        finish(data, out, prefix)
+        publish(data)
+    return data

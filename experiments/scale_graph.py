@@ -21,7 +21,9 @@ import time
 
 from experiments import horizon
 from experiments import report
+from l2o_jax import study
 from l2o_jax.features import LONG_HORIZON_FEATURES
+from l2o_jax.meta import MetaTrainConfig
 from l2o_jax.meta import long_horizon_estimator
 from l2o_jax.optimizers import GraphL2O
 from l2o_jax.optimizers import ScaleGraphL2O
@@ -31,51 +33,56 @@ from l2o_jax.tasks import TaskFamily
 SYMMETRY = {"tanh": "sign", "relu": "scale"}
 
 
-def smoke_study(activation: str) -> horizon.HorizonStudy:
+def smoke_study(activation: str) -> study.StudyConfig:
     """CPU, embedded digits: meta-trained on MLPs with two hidden layers of 8, judged on a 4x wider MLP and on
     MNIST-1D, 3000 steps (10x the longest meta-training inner run, 300x its truncations)."""
     base = dict(dataset="digits", model="mlp", width=8, depth=3, activation=activation, batch_size=64)
-    return horizon.HorizonStudy(
-        learned={
-            "ScaleGraph": ScaleGraphL2O(
-                symmetry=SYMMETRY[activation], hidden=16, layers=2, features=LONG_HORIZON_FEATURES
-            ),
-            "NG-GNN": GraphL2O(hidden=16, layers=2, features=LONG_HORIZON_FEATURES),
-        },
-        family=TaskFamily(
-            datasets=("digits",), models=("mlp",), widths=(8,), depths=(3,), activations=(activation,), batch_size=64
-        ),
-        estimator=long_horizon_estimator(truncation_length=10, low=30, high=300, num_tasks=4),
-        outer_steps=40,
-        meta_lr=3e-3,
-        checkpoint_every=20,
+    learned = {
+        "ScaleGraph": ScaleGraphL2O(symmetry=SYMMETRY[activation], hidden=16, layers=2, features=LONG_HORIZON_FEATURES),
+        "NG-GNN": GraphL2O(hidden=16, layers=2, features=LONG_HORIZON_FEATURES),
+    }
+    family = TaskFamily(
+        datasets=("digits",), models=("mlp",), widths=(8,), depths=(3,), activations=(activation,), batch_size=64
+    )
+    estimator = long_horizon_estimator(truncation_length=10, low=30, high=300, num_tasks=4)
+    meta = MetaTrainConfig(learned["ScaleGraph"], family, estimator, outer_steps=40, meta_lr=3e-3, checkpoint_every=20)
+    return study.StudyConfig(
+        meta=meta,
+        learned=learned,
         meta_seeds=3,
         selection_task=base,
         selection_length=1000,
         selection_seeds=2,
+        eval_task={**base, "width": 32},
+        eval_steps=3000,
         held_out=(
-            horizon.HeldOutTask("digits MLP-32", {**base, "width": 32}, 3000, "4x wider"),
-            horizon.HeldOutTask("mnist1d MLP-8", {**base, "dataset": "mnist1d"}, 3000, "other data (1-D signals)"),
+            study.HeldOutTask("digits MLP-32", {**base, "width": 32}, 3000, "4x wider"),
+            study.HeldOutTask("mnist1d MLP-8", {**base, "dataset": "mnist1d"}, 3000, "other data (1-D signals)"),
         ),
         seeds=3,
+        eval_every=50,
+        compare_at=(100, 1000),
+        speedup_step=1000,
         baselines=("adam",),
+        weight_decays=(0.0,),
         tuning_seeds=2,
     )
 
 
-def tiny_study(activation: str) -> horizon.HorizonStudy:
+def tiny_study(activation: str) -> study.StudyConfig:
     """Every stage at the smallest size: for trying the pipeline."""
-    study = horizon.tiny_study()
-    base = {**study.selection_task, "activation": activation}
+    tiny = horizon.tiny_study()
+    base = {**tiny.selection_task, "activation": activation}
+    family = dataclasses.replace(tiny.meta.task_family, activations=(activation,))
     return dataclasses.replace(
-        study,
+        tiny,
+        meta=dataclasses.replace(tiny.meta, task_family=family),
         learned={
             "ScaleGraph": ScaleGraphL2O(symmetry=SYMMETRY[activation], hidden=4, layers=1),
             "NG-GNN": GraphL2O(hidden=4, layers=1),
         },
-        family=dataclasses.replace(study.family, activations=(activation,)),
         selection_task=base,
-        held_out=(horizon.HeldOutTask("digits MLP-8", {**base, "width": 8}, 20, "2x wider"),),
+        held_out=(study.HeldOutTask("digits MLP-8", {**base, "width": 8}, 20, "2x wider"),),
     )
 
 
@@ -89,18 +96,18 @@ def run(scale: str, activations, workdir: str, out: str, progress: bool = True, 
     os.makedirs(out, exist_ok=True)
     data = {"kind": "scale_graph", "title": f"ScaleGraph L2O on tanh and ReLU networks ({scale} scale)", "studies": {}}
     for activation in activations:
-        study = STUDIES[scale](activation)
+        config = STUDIES[scale](activation)
         part_dir = os.path.join(workdir, activation)
         part = data["studies"][activation] = {
             "symmetry": SYMMETRY[activation],
-            "protocol": horizon.protocol(study),
-            "selection": horizon.train_and_select(study, part_dir, progress, log),
+            "protocol": study.protocol(config),
+            "selection": study.train_and_select(config, part_dir, progress=progress, log=log),
             "tasks": {},
         }
-        for held_out in study.held_out:
+        for held_out in config.tasks():
             figure = os.path.join(out, f"scale_graph_{scale}_{activation}_{report.slug(held_out.label)}.png")
-            part["tasks"][held_out.label] = horizon.task_result(study, held_out, part_dir, figure, log)
-            part["not_run"] = [t.label for t in study.held_out if t.label not in part["tasks"]]
+            part["tasks"][held_out.label] = study.task_result(config, held_out, part_dir, figure, log)
+            part["not_run"] = [t.label for t in config.tasks() if t.label not in part["tasks"]]
             data["provenance"] = report.provenance(started)
             report.save(data, os.path.join(out, f"scale_graph_{scale}.json"))
     return data

@@ -85,14 +85,13 @@ def _run(config: study.StudyConfig, args) -> None:
     config = config.with_overrides(**_overrides(args))
     print(f"l2o-jax: running the {args.config} study", flush=True)
     print(config.to_json(), flush=True)
-    summary = study.run_study(config, args.workdir, progress=not args.no_progress)
+    study.run_study(config, args.workdir, title=f"The {args.config} study", progress=not args.no_progress)
     with open(f"{args.workdir}/results.md") as f:
         print("\n" + f.read())
     print(
-        f"results: {args.workdir}/results.md\nplot:    {args.workdir}/accuracy.png\n"
+        f"results: {args.workdir}/results.md (figures beside it, every number in summary.json)\n"
         f"optimizer: {args.workdir}/best_meta_params  (l2o_jax.load_meta_params)"
     )
-    del summary
 
 
 def _evaluate(args) -> None:

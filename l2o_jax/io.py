@@ -270,8 +270,28 @@ def cached_zoo(path: str | os.PathLike, config: ZooConfig, *, progress: bool = T
     return zoo, False
 
 
+def cached_json(path: str | os.PathLike, compute):
+    """``compute()``'s JSON-ready result, stored at ``path`` the first time (never half-written) and read back after:
+    the stages of a long study resume where a killed run stopped.
+
+    Example:
+      >>> tuned = cached_json('runs/study/tuning/adam-1000.json', lambda: dataclasses.asdict(tune()))
+    """
+    path = os.fspath(path)
+    if os.path.exists(path):
+        with open(path) as f:
+            return json.load(f)
+    value = compute()
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    with open(path + ".tmp", "w") as f:
+        json.dump(value, f)
+    os.replace(path + ".tmp", path)
+    return value
+
+
 __all__ = [
     "archive_record",
+    "cached_json",
     "cached_zoo",
     "config_from_dict",
     "config_to_dict",

@@ -118,26 +118,30 @@ def test_quickstart_pipeline_end_to_end(tmp_path):
         learning_rates=(1e-2, 1e-3),
         weight_decays=(0.0,),
     ).with_overrides(outer_steps=4)
-    summary = study.run_study(dataclasses.replace(tiny, meta_seeds=2), tmp_path, progress=False, log=lambda *_: None)
-    for name in ("results.md", "accuracy.png", "results.json", "summary.json"):
+    data = study.run_study(dataclasses.replace(tiny, meta_seeds=2), tmp_path, progress=False, log=lambda *_: None)
+    ((label, task),) = data["tasks"].items()
+    for name in ("results.md", "summary.json", "study.json", f"{study.slug(label)}.png"):
         assert (tmp_path / name).exists(), name
-    for seed in (0, 1):  # one meta-training run per meta-seed
-        assert (tmp_path / f"meta_seed_{seed}" / "metrics.jsonl").exists()
-    runs = summary["meta_runs"]
-    assert [r["meta_seed"] for r in runs] == [0, 1] and all(r["best_checkpoint"] in (1, 2, 3, 4) for r in runs)
-    assert runs[0]["result"]["final_loss"] != runs[1]["result"]["final_loss"]  # independent meta-training runs
-    assert all(r["finite"] for r in summary["results"])
-    ((comparison_name, comparison),) = summary["comparisons"].items()
-    assert comparison["accuracy"]["verdict"] in evaluation.stats.VERDICTS
-    assert comparison["accuracy"]["low"] <= comparison["accuracy"]["mean_difference"] <= comparison["accuracy"]["high"]
-    assert "mean over 3 seeds" in summary["selection_rule"] and summary["tuned"][0]["seeds"] == 3
+    runs = data["selection"]["GraphL2O"]
+    assert [r["meta_seed"] for r in runs] == [0, 1] and all(r["selected_step"] in (1, 2, 3, 4) for r in runs)
+    for index in (0, 1):  # one meta-training run per meta-seed, its checkpoint picked and saved
+        assert (tmp_path / "graphl2o" / f"seed{index}" / "metrics.jsonl").exists()
+    curves = task["curves"]["learned"]["GraphL2O"]
+    assert curves[0]["eval_loss"] != curves[1]["eval_loss"]  # independent meta-training runs
+    assert sorted(task["tuned"]["adam"]) == ["10", "20"]  # Adam tuned once for each horizon
+    assert {(c["baseline"], c["step"]) for c in task["comparisons"]} == {("adam", 10), ("adam", 20)}
+    for c in task["comparisons"]:
+        accuracy = c["eval_accuracy"]
+        assert accuracy["verdict"] in evaluation.stats.VERDICTS and accuracy["low"] <= accuracy["high"]
+        assert np.shape(accuracy["learned"]) == (2, 2)  # meta-runs x seeds
+    assert "mean over 3 seeds" in data["protocol"]["selection_rule"] and task["tuned"]["adam"]["20"]["seeds"] == 3
+    assert task["speedups"][0]["baseline"] == "adam"
     loaded = l2o_jax.load_meta_params(tmp_path / "best_meta_params")
     assert isinstance(loaded.config, l2o_jax.GraphL2O)
     text = (tmp_path / "results.md").read_text()
-    assert "GraphL2O, 2 meta-runs (mean ± std across them)" in text and "95 % CI" in text
-    assert "At step 10:" in text and "At step 20:" in text and "Adam's bias-corrected direction" in text
-    assert sorted(summary["comparisons_at"]) == ["10", "20"]
-    assert summary["comparisons_at"]["20"][comparison_name]["accuracy"] == comparison["accuracy"]
+    assert "95 % bootstrap interval" in text and "| 10 | GraphL2O | adam" in text and "| 20 | GraphL2O | adam" in text
+    assert "Adam's bias-corrected direction" in text
+    assert study.StudyConfig.from_json((tmp_path / "study.json").read_text()).meta_seeds == 2
     assert (study.StudyConfig.meta_seeds, study.StudyConfig.selection_seeds) == (3, 3)
 
 

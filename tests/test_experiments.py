@@ -1,12 +1,15 @@
 """The experiment scripts of Sbicego et al., end to end at the smallest settings."""
 
 import importlib
-import json
-import math
 import os
 
 import jax
+import numpy as np
 import pytest
+
+import l2o_jax
+from l2o_jax import study
+from l2o_jax.evaluation.stats import VERDICTS
 
 pytestmark = pytest.mark.slow  # end-to-end runs: scheduled first (tests/conftest.py)
 
@@ -14,9 +17,9 @@ EXPERIMENTS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__fil
 
 #: replicate.py --scale smoke, shrunk to what shows the pipeline works: one outer step, tiny nets, 2 seeds.
 TINY = (
-    "--scale smoke --model mlp --outer-steps 1 --inner-steps 5 --num-tasks 2 --train-width 4 --eval-width 8 "
-    "--hidden 8 --layers 1 --batch-size 16 --eval-steps 10 --eval-every 5 --seeds 2 --learning-rates 1e-2 "
-    "--weight-decays 0 --no-progress"
+    "--scale smoke --model mlp --meta-seeds 2 --outer-steps 1 --inner-steps 5 --num-tasks 2 --train-width 4 "
+    "--eval-width 8 --hidden 8 --layers 1 --batch-size 16 --eval-steps 10 --eval-every 5 --seeds 2 "
+    "--learning-rates 1e-2 --weight-decays 0 --no-progress"
 ).split()
 
 
@@ -32,22 +35,16 @@ def experiments(monkeypatch):
 
 def test_replicate_smoke_writes_finite_results_for_every_optimizer(experiments, tmp_path):
     replicate, common = experiments
-    summary = replicate.main([*TINY, "--workdir", str(tmp_path)])
-
-    names = [r["name"] for r in summary["results"]]
-    assert names[:4] == list(replicate.OPTIMIZERS)
-    assert [n.split(" ")[0] for n in names[4:]] == ["adam", "rmsprop"]
-    for r in summary["results"]:
-        assert r["finite"] and math.isfinite(r["final_accuracy"]) and math.isfinite(r["final_loss"]), r
-    curves = json.loads((tmp_path / "results.json").read_text())
-    assert [c["name"] for c in curves] == names and all(len(c["eval_accuracy"]) == 2 for c in curves)
-    for name in ("configs.json", "summary.json", "summary.md", "figure1_accuracy.png"):
-        assert (tmp_path / name).stat().st_size > 0, name
-    for name in replicate.OPTIMIZERS:
-        run = tmp_path / common.slug(name)
-        assert (run / "metrics.jsonl").exists() and (run / "best_meta_params").is_dir(), name
-        assert summary["learned"][name]["outer_step"] == 1
-    assert "| NG-GNN |" in (tmp_path / "summary.md").read_text()
+    data = replicate.main([*TINY, "--workdir", str(tmp_path), "--out", str(tmp_path / "out")])
+    ((label, task),) = data["tasks"].items()
+    assert list(task["curves"]["learned"]) == list(replicate.OPTIMIZERS) == list(data["selection"])
+    assert list(task["curves"]["baselines"]) == ["adam", "rmsprop"]
+    for name, runs in task["curves"]["learned"].items():
+        assert len(runs) == 2 and all(np.isfinite(r["eval_loss"]).all() for r in runs), name  # 2 meta-seeds
+        assert (tmp_path / study.slug(name) / "seed0" / "metrics.jsonl").exists(), name
+    assert {c["verdict"] for c in [c["eval_accuracy"] for c in task["comparisons"]]} <= set(VERDICTS)
+    page = (tmp_path / "out" / "replication_smoke.md").read_text()
+    assert "| 10 | NG-GNN | adam" in page and "## Provenance" in page
 
 
 def test_command_line_overrides_reach_the_protocol(experiments):
@@ -59,8 +56,10 @@ def test_command_line_overrides_reach_the_protocol(experiments):
     assert protocol.eval_task["dataset"] == "mnist1d" and protocol.eval_task["model"] == "mlp"
     assert protocol.learning_rates == (1e-2,) and protocol.seeds == 2
     assert common.variable_lengths(100, 8) == tuple(range(75, 251, 25))  # Sbicego et al.'s GNN-variable
-    variable = common.learned_study("GNN-variable", scale).meta.estimator.lengths
-    assert min(variable) < 5 < max(variable) and common.learned_study("NG-GNN", scale).meta.estimator.lengths == (5,)
+    learned = common.learned_configs(["NG-GNN", "GNN-variable"], scale)
+    variable = learned["GNN-variable"].estimator.lengths
+    assert min(variable) < 5 < max(variable) and protocol.meta.estimator.lengths == (5,)
+    assert isinstance(learned["NG-GNN"], l2o_jax.GraphL2O)
 
 
 def test_paper_scale_is_seed_000s_protocol(experiments):
@@ -83,4 +82,6 @@ def test_paper_scale_is_seed_000s_protocol(experiments):
         5,
     )
     assert {"adam", "rmsprop"} <= set(protocol.baselines)  # Sbicego et al.'s, beside the practitioner's baselines
-    assert common.learned_study("GNN-variable", scale).meta.estimator.lengths == tuple(range(75, 251, 25))
+    assert common.learned_configs(["GNN-variable"], scale)["GNN-variable"].estimator.lengths == tuple(
+        range(75, 251, 25)
+    )

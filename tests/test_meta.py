@@ -147,7 +147,8 @@ def test_select_best_checkpoint_scores_every_checkpoint(tiny_run):
     assert sorted(scores) == checkpoint_steps(tiny_run.workdir) == [10, 20, 30]
     assert scores[best] == min(scores.values())
     np.testing.assert_array_equal(
-        meta_params.arrays["log_lr"], load_checkpoint(tiny_run.workdir, best).arrays["log_lr"]  # the path is enough
+        meta_params.arrays["log_lr"],
+        load_checkpoint(tiny_run.workdir, best).arrays["log_lr"],  # the path is enough
     )
     assert [r["step"] for r in read_metrics(os.path.join(tiny_run.workdir, "metrics.jsonl"))] == list(range(1, 31))
     assert os.path.getsize(os.path.join(tiny_run.workdir, "meta_training.png")) > 0

@@ -9,9 +9,11 @@ import os
 import socket
 
 import jax
+import numpy as np
 import pytest
 import tensorflow_datasets as tfds
 
+from l2o_jax import study
 from l2o_jax.tasks import datasets
 
 pytestmark = pytest.mark.slow  # end-to-end runs: scheduled first (tests/conftest.py)
@@ -49,37 +51,35 @@ def finite(results):
 
 
 def test_replicate_and_generalization_meta_train_on_fashion_mnist_and_judge_on_cifar10(scripts, tmp_path):
-    """Seed 000's protocol: FashionMNIST CNN meta-training, CIFAR10 CNN evaluation; generalization reuses the run.
-    Dry runs here train NG-GNN and tune Adam only (the other optimizers and baselines are the same code path)."""
-    replicate = tmp_path / "replicate"
-    summary = scripts("replicate").main(
-        [*PAPER_DRY_RUN, "--workdir", str(replicate), "--optimizers", "NG-GNN", "--baselines", "adam"]
-    )
-    assert summary["eval_task"].startswith("cifar10/cnn") and summary["eval_input_shape"] == [32, 32, 3]
-    assert summary["dry_run"] and summary["learned"]["NG-GNN"]["outer_step"] in (1, 2)
-    assert [r["name"].split(" ")[0] for r in summary["results"]] == ["NG-GNN", "adam"] and finite(summary["results"])
-    family = json.loads((replicate / "configs.json").read_text())["meta_training"]["NG-GNN"]["task_family"]
+    """Sbicego et al.'s protocol: FashionMNIST CNN meta-training, CIFAR10 CNN evaluation; generalization reuses the
+    runs. Dry runs here train NG-GNN and tune Adam only (the other optimizers and baselines are the same code path)."""
+    workdir, out = tmp_path / "work", tmp_path / "out"
+    common = ["--workdir", str(workdir), "--out", str(out), "--optimizers", "NG-GNN", "--baselines", "adam"]
+    data = scripts("replicate").main([*PAPER_DRY_RUN, *common])
+    ((label, task),) = data["tasks"].items()
+    assert task["task"]["dataset"] == "cifar10" and "input 28x28x1 -> 32x32x3" in task["changes"]
+    assert data["dry_run"] and [r["selected_step"] for r in data["selection"]["NG-GNN"]] <= [2, 2]
+    assert all(math.isfinite(v) for c in task["comparisons"] for v in np.ravel(c["eval_loss"]["learned"]))
+    family = data["protocol"]["meta_training"]["task_family"]
     assert family["datasets"] == ["fashion_mnist"] and family["models"] == ["cnn"] and family["depths"] == [3]
-    for name in ("results.json", "summary.md", "figure1_accuracy.png"):
-        assert (replicate / name).stat().st_size > 0, name
-    assert "input 28x28x1 -> 32x32x3" in (replicate / "summary.md").read_text()
+    page = (out / "replication_paper_dry_run.md").read_text()
+    assert "input 28x28x1 -> 32x32x3" in page and (out / f"replication_paper_dry_run_{study.slug(label)}.png").exists()
 
-    generalization = tmp_path / "generalization"
-    argv = ["--workdir", str(generalization), "--from-run", str(replicate), "--optimizers", "NG-GNN"]
-    summary = scripts("generalization").main([*PAPER_DRY_RUN, *argv, "--widths", "8", "--depths", "2"])
-    assert summary["learned"]["NG-GNN"]["reused"]
-    assert [(s["width"], s["depth"]) for s in summary["sizes"]] == [(8, 3), (4, 2)]
-    assert all(finite(s["results"]) and math.isfinite(s["advantage_pp"]["NG-GNN"][0]) for s in summary["sizes"])
-    assert (generalization / "figure3_width.png").exists() and (generalization / "figure3_depth.png").exists()
-    assert "input 28x28x1 -> 32x32x3" in (generalization / "summary.md").read_text()
+    argv = [*PAPER_DRY_RUN, *common, "--widths", "8", "--depths", "2"]
+    data = scripts("generalization").main(argv)
+    assert [(t["task"]["width"], t["task"]["depth"]) for t in data["tasks"].values()] == [(8, 3), (4, 2)]
+    assert all(os.path.exists(workdir / "ng-gnn" / f"seed{i}" / "selection.json") for i in (0, 1))  # reused
+    assert (out / "generalization_paper_dry_run_width.png").exists() and "Advantage along width" in (
+        out / "generalization_paper_dry_run.md"
+    ).read_text()
 
 
 def test_improvements_meta_trains_recurrent_gnn(scripts, tmp_path):
     """RecurrentGNN only: GNN-variable is NG-GNN (trained above) with a drawn unroll length (tests/test_meta.py)."""
-    argv = ["--workdir", str(tmp_path), "--optimizers", "RecurrentGNN", "--baselines", "adam"]
-    summary = scripts("improvements").main([*PAPER_DRY_RUN, *argv])
-    assert summary["eval_input_shape"] == [32, 32, 3] and finite(summary["results"])
-    assert summary["learned"]["RecurrentGNN"]["meta_parameters"] > 0
+    argv = ["--workdir", str(tmp_path), "--out", str(tmp_path), "--optimizers", "RecurrentGNN", "--baselines", "adam"]
+    data = scripts("improvements").main([*PAPER_DRY_RUN, *argv])
+    assert list(data["protocol"]["learned"]) == ["RecurrentGNN"] and not data["not_run"]
+    assert (tmp_path / "improvements_paper_dry_run.md").exists()
 
 
 def test_li_malik_meta_trains_on_mnist_and_runs_on_cifar10_and_cifar100(scripts, tmp_path, monkeypatch):
@@ -125,11 +125,13 @@ def test_amortized_trains_scalegmn_on_a_grey_cifar10_cnn_zoo(scripts, tmp_path):
 
 def test_meta_train_paper_preset_dry_run_from_the_command_line(scripts, tmp_path, capsys):
     from l2o_jax import cli
-    from l2o_jax import study
 
     assert cli.main(["meta-train", "--config", "paper", "--dry-run", "--workdir", str(tmp_path), "--no-progress"]) == 0
-    summary = json.loads((tmp_path / "summary.json").read_text())
-    assert summary["eval_task"].startswith("cifar10/cnn-w8") and len(summary["results"]) == 3  # 2 meta-seeds, Adam
-    assert all(r["finite"] and math.isfinite(r["final_accuracy"]) for r in summary["results"])
+    data = json.loads((tmp_path / "summary.json").read_text())
+    ((task,),) = [list(data["tasks"].values())]
+    assert task["task"]["dataset"] == "cifar10" and task["task"]["width"] == 8
+    learned = task["curves"]["learned"]["GraphL2O"]
+    assert len(learned) == 2 and list(task["curves"]["baselines"]) == ["adam"]  # 2 meta-seeds, Adam
+    assert all(math.isfinite(v) for curve in learned for v in np.ravel(curve["eval_accuracy"]))
     assert (tmp_path / "best_meta_params").is_dir() and "cifar10" in capsys.readouterr().out
     assert study.load_config(str(tmp_path / "study.json")).meta_seeds == 2  # the run's config, readable back

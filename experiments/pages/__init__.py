@@ -16,10 +16,14 @@ from __future__ import annotations
 
 import importlib
 import pkgutil
-import re
 from typing import Callable
 
 import numpy as np
+
+from l2o_jax.study import slug  # noqa: F401  (re-exported for the pages)
+from l2o_jax.study.report import across_runs  # noqa: F401
+from l2o_jax.study.report import mean_std
+from l2o_jax.study.report import verdict  # noqa: F401
 
 #: Page renderers by the JSON's ``kind``: ``data -> markdown`` (the page's body, without title or provenance).
 RENDERERS: dict[str, Callable[[dict], str]] = {}
@@ -46,17 +50,6 @@ def renderer(kind: str):
 
 
 # --- table helpers -------------------------------------------------------------------------------------
-
-
-def slug(label: str) -> str:
-    """A file-name form of a label: ``'digits CNN-8, depth 4'`` -> ``'digits-cnn-8-depth-4'``."""
-    return re.sub(r"[^a-z0-9]+", "-", label.lower()).strip("-")
-
-
-def mean_std(values, digits: int = 4, scale: float = 1.0) -> str:
-    """``'0.1234 ± 0.0056'``: mean ± std over the leading axis (seeds)."""
-    values = scale * np.asarray(values, np.float64)
-    return f"{values.mean():.{digits}f} ± {values.std():.{digits}f}"
 
 
 def at_step(curve: dict, key: str, step: int) -> np.ndarray:
@@ -89,18 +82,6 @@ def final_table(curves_by_task: dict[str, list[dict]], split: str = "test") -> s
                 f"{c['final_loss']:.4f} ± {c['final_loss_std']:.4f} | {c['final_train_loss']:.4f} |"
             )
     return "\n".join(rows)
-
-
-def verdict(c: dict, scale: float, digits: int) -> str:
-    """A comparison dict (``stats.Comparison`` as data) as ``'beats (+1.20, CI +0.40 to +2.00)'``."""
-    m, lo, hi = (scale * c[k] for k in ("mean_difference", "low", "high"))
-    return f"**{c['verdict']}** ({m:+.{digits}f}, CI {lo:+.{digits}f} to {hi:+.{digits}f})"
-
-
-def across_runs(values) -> str:
-    """``'95.1 ± 0.4'``: mean ± std across meta-runs of the per-run mean over seeds, in %."""
-    per_run = 100 * np.asarray(values, np.float64).reshape(-1, np.shape(values)[-1]).mean(1)
-    return f"{per_run.mean():.2f} ± {per_run.std():.2f}"
 
 
 for _module in pkgutil.iter_modules(__path__):

@@ -21,11 +21,31 @@ from l2o_jax.tasks import TaskFamily
 
 @register_config
 @dataclasses.dataclass(frozen=True)
+class HeldOutTask:
+    """A task the meta-training never saw, how long it is run, and what it changes (for the page).
+
+    Example:
+      >>> HeldOutTask("digits CNN-32", dict(dataset="digits", width=32, depth=2), 1000, "4x wider")
+    """
+
+    label: str
+    task: dict
+    steps: int
+    changes: str = "held out"
+
+
+@register_config
+@dataclasses.dataclass(frozen=True)
 class StudyConfig:
-    """A meta-training run plus how its result is selected and judged.
+    """Learned optimizers meta-trained over several meta-seeds, each run's checkpoint picked by a rule fixed in
+    advance, and all of them judged on held-out tasks against baselines tuned for every reported horizon.
 
     Attributes:
-      meta: the meta-training run.
+      meta: the meta-training run (task family, estimator, outer steps...); its ``learned_optimizer`` is the one
+        studied unless ``learned`` names several.
+      learned: optional ``{label: learned optimizer config or a whole MetaTrainConfig}``: several learned
+        optimizers meta-trained the same way (a ``MetaTrainConfig`` value replaces ``meta`` for that label, e.g.
+        a different estimator); empty means ``{family name: meta.learned_optimizer}``.
       meta_seeds: independent meta-training runs (meta-seeds ``meta.seed``, ``meta.seed + 1``, ...); each is
         selected and evaluated on its own, and tables show mean ± std across them.
       selection_task: ``image_task`` arguments of the task whose validation loss picks the checkpoint.
@@ -33,15 +53,22 @@ class StudyConfig:
       selection_length: inner steps of the selection runs. The presets use the evaluation horizon: a
         checkpoint picked after the 50 steps it was meta-trained on can be one that falls apart by step 100
         (measured on the quickstart run: 79.1 % vs 93.9 % held-out accuracy for the 50- and 100-step picks).
-      eval_task: ``image_task`` arguments of the held-out evaluation task.
-      eval_steps, seeds, eval_every: the evaluation protocol.
-      baselines: hand-made optimizers (keys of ``evaluation.BASELINES``) tuned by grid search on the evaluation
-        task's validation split at ``eval_steps``.
+      eval_task, eval_steps: ``image_task`` arguments of the held-out task, and how long it runs (also the
+        horizon of the speed-up and the longest comparison).
+      held_out: several held-out tasks (``HeldOutTask``), each with its own length; given, they replace
+        ``eval_task``.
+      seeds, eval_every: evaluation seeds (the same for every optimizer) and the curves' resolution.
+      baselines: hand-made optimizers (keys of ``evaluation.BASELINES``) tuned by grid search on each held-out
+        task's validation split, once for every reported horizon.
       learning_rates, weight_decays: the grid (default: the fine grid; ``evaluation.KOFINAS_*`` is Sbicego et al.'s).
       tuning_seeds, tuning_select_by: the baselines' selection rule: runs per grid point, and ``'loss'`` (mean
         validation loss at ``eval_steps``, the rule checkpoints are selected by) or ``'accuracy'``.
-      compare_at: earlier steps (multiples of ``eval_every``) at which the report also compares the runs, e.g.
-        ``(100,)``: the same runs, with the baselines still tuned for ``eval_steps``.
+      compare_at: earlier horizons (multiples of ``eval_every``) at which the runs are also compared, each against
+        baselines tuned for that horizon; a task is compared at the horizons up to its own length and at ``eval_steps``.
+      speedup_step: the speed-up is the first step at which a learned optimizer's mean test loss reaches each
+        baseline's at this step (default ``eval_steps``).
+      full_grid_until, zoom: horizons beyond ``full_grid_until`` search only the grid points within ``zoom`` of the
+        previous horizon's pick (widened to the whole grid when the pick lands on that zoom's edge).
     """
 
     meta: MetaTrainConfig
@@ -59,6 +86,37 @@ class StudyConfig:
     tuning_seeds: int = 3
     tuning_select_by: str = "loss"
     compare_at: tuple[int, ...] = ()
+    learned: dict = dataclasses.field(default_factory=dict)
+    held_out: tuple[HeldOutTask, ...] = ()
+    speedup_step: int | None = None
+    full_grid_until: int = 1000
+    zoom: float = 4.0
+
+    def learned_runs(self) -> dict[str, MetaTrainConfig]:
+        """``{label: meta-training run}`` of every learned optimizer studied (seed: ``meta.seed``).
+
+        Example:
+          >>> list(preset('quickstart').learned_runs())
+          ['GraphL2O']
+        """
+        learned = self.learned or {type(self.meta.learned_optimizer).__name__: self.meta.learned_optimizer}
+        return {
+            label: value
+            if isinstance(value, MetaTrainConfig)
+            else dataclasses.replace(self.meta, learned_optimizer=value)
+            for label, value in learned.items()
+        }
+
+    def tasks(self) -> tuple[HeldOutTask, ...]:
+        """Every held-out task: ``held_out``, or ``eval_task`` run for ``eval_steps``."""
+        if self.held_out:
+            return self.held_out
+        name = ", ".join(f"{k}={v}" for k, v in self.eval_task.items())
+        return (HeldOutTask(f"image_task({name})", self.eval_task, self.eval_steps),)
+
+    def horizons(self, steps: int) -> tuple[int, ...]:
+        """The horizons a task run for ``steps`` is compared at (baselines tuned for each)."""
+        return tuple(sorted({h for h in (*self.compare_at, self.eval_steps) if h <= steps} | {steps}))
 
     def to_json(self) -> str:
         """The study as JSON (the config encoding of ``l2o_jax.optimizers.config_to_dict``): a file a user can edit

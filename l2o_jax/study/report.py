@@ -1,151 +1,162 @@
-"""A study's workdir report: comparisons with intervals, the markdown tables, the figure and ``summary.json``."""
+"""A study's result as markdown and figures: comparisons with intervals at every horizon, speed-ups, and test
+accuracy and loss against steps (log x). The CLI's ``results.md`` and the ``docs/results`` pages of kind
+``horizon`` are both this markdown.
+"""
 
 from __future__ import annotations
 
-import dataclasses
-import json
 import os
 
-import jax
 import numpy as np
 
-from l2o_jax import evaluation
-from l2o_jax.study.config import selection_rule
 
-
-def compare_at_step(learned: list, baselines: list, step: int) -> dict:
-    """Every baseline against the meta-runs at ``step``: bootstrap intervals on test accuracy and loss.
+def mean_std(values, digits: int = 4, scale: float = 1.0) -> str:
+    """``'0.1234 ± 0.0056'``: mean ± std over the leading axis (seeds).
 
     Example:
-      >>> compare_at_step(learned_results, baseline_results, 1000)['adam (tuned lr=0.0064)']['accuracy']['verdict']
-      'loses to'
+      >>> mean_std([0.9, 0.92], 2, 100)
+      '91.00 ± 1.00'
     """
-
-    def at(result, key):
-        return getattr(result, key)[:, list(result.eval_steps).index(step)]
-
-    learned_acc = np.stack([at(r, "eval_accuracy") for r in learned])  # [meta-runs, seeds]
-    learned_loss = np.stack([at(r, "eval_loss") for r in learned])
-    return {
-        b.name: {
-            "accuracy": dataclasses.asdict(evaluation.compare(learned_acc, at(b, "eval_accuracy"))),
-            "loss": dataclasses.asdict(evaluation.compare(learned_loss, at(b, "eval_loss"), higher_is_better=False)),
-            "learned_accuracy_per_run": learned_acc.mean(1).tolist(),
-            "learned_loss_per_run": learned_loss.mean(1).tolist(),
-            "baseline_accuracy": [float(at(b, "eval_accuracy").mean()), float(at(b, "eval_accuracy").std())],
-            "baseline_loss": [float(at(b, "eval_loss").mean()), float(at(b, "eval_loss").std())],
-        }
-        for b in baselines
-    }
+    values = scale * np.asarray(values, np.float64)
+    return f"{values.mean():.{digits}f} ± {values.std():.{digits}f}"
 
 
-def comparison_table(name: str, meta_runs: int, step: int, comparisons: dict) -> str:
-    """Markdown: the meta-runs (mean ± std across them) and each baseline at ``step``, with the intervals.
+def verdict(c: dict, scale: float, digits: int) -> str:
+    """A comparison dict (``stats.Comparison`` as data) as ``'beats (+1.20, CI +0.40 to +2.00)'``.
 
     Example:
-      >>> print(comparison_table('GraphL2O', 3, 1000, compare_at_step(learned_results, baseline_results, 1000)))
+      >>> verdict({'verdict': 'ties', 'mean_difference': 0.01, 'low': -0.01, 'high': 0.03}, 100, 1)
+      '**ties** (+1.0, CI -1.0 to +3.0)'
     """
-    per_run = lambda values: f"{np.mean(values):.4f} ± {np.std(values):.4f}"
-    accuracy = lambda values: f"{100 * np.mean(values):.2f} ± {100 * np.std(values):.2f}"
-    first = next(iter(comparisons.values()), None)
-    rows = [
-        f"At step {step}:",
-        "",
-        "| optimizer | test accuracy (%) | test loss | vs it: accuracy (pp) | vs it: loss |",
-        "|---|---|---|---|---|",
-    ]
-    if first is not None:
-        rows.append(
-            f"| {name}, {meta_runs} meta-runs (mean ± std across them) | "
-            f"{accuracy(first['learned_accuracy_per_run'])} | {per_run(first['learned_loss_per_run'])} | | |"
-        )
-    for baseline, c in comparisons.items():
-        acc = evaluation.Comparison(**c["accuracy"]).describe(scale=100)
-        loss = evaluation.Comparison(**c["loss"]).describe(digits=4)
-        (acc_mean, acc_std), (loss_mean, loss_std) = c["baseline_accuracy"], c["baseline_loss"]
-        rows.append(
-            f"| {baseline} (mean ± std over seeds) | {100 * acc_mean:.2f} ± {100 * acc_std:.2f} | "
-            f"{loss_mean:.4f} ± {loss_std:.4f} | {name} {acc} | {name} {loss} |"
-        )
-    return "\n".join(rows) + "\n"
+    m, lo, hi = (scale * c[k] for k in ("mean_difference", "low", "high"))
+    return f"**{c['verdict']}** ({m:+.{digits}f}, CI {lo:+.{digits}f} to {hi:+.{digits}f})"
 
 
-def write_report(study, workdir, runs, results, tuned, eval_task, seconds) -> dict:
-    """Writes ``summary.json`` (every meta-run's numbers and the comparisons), ``results.md``, ``results.json`` and
-    ``accuracy.png`` into ``workdir``; returns the summary.
+def across_runs(values) -> str:
+    """``'95.10 ± 0.40'``: mean ± std across meta-runs of the per-run mean over seeds, in %.
 
     Example:
-      >>> summary = write_report(study, workdir, runs, results, tuned, eval_task, seconds=812.0)
+      >>> across_runs([[0.9, 0.92], [0.94, 0.96]])
+      '93.00 ± 2.00'
     """
-    learned, baselines = results[: len(runs)], results[len(runs) :]
-    final = lambda r, key: getattr(r, key)[:, -1]
-    learned_acc = np.stack([final(r, "eval_accuracy") for r in learned])  # [meta-runs, seeds]
-    learned_loss = np.stack([final(r, "eval_loss") for r in learned])
-    steps = (*(s for s in study.compare_at if s < study.eval_steps), study.eval_steps)
-    comparisons_at = {step: compare_at_step(learned, baselines, step) for step in steps}
-    comparisons = {
-        name: {k: c[k] for k in ("accuracy", "loss")} for name, c in comparisons_at[study.eval_steps].items()
-    }
-    plot = evaluation.plot_curves(
-        results,
-        os.path.join(workdir, "accuracy.png"),
-        title=f"{eval_task.name}: test accuracy, mean ± std over {study.seeds} seeds, each meta-run",
+    per_run = 100 * np.asarray(values, np.float64).reshape(-1, np.shape(values)[-1]).mean(1)
+    return f"{per_run.mean():.2f} ± {per_run.std():.2f}"
+
+
+def describe_meta_training(protocol: dict) -> str:
+    """The meta-training run of a study's protocol in one sentence."""
+    meta = protocol["meta_training"]
+    estimator = meta["estimator"]
+    if "truncation_length" in estimator:
+        horizon = estimator["horizon"]
+        if isinstance(horizon, dict):
+            stagger = ", staggered" if estimator.get("stagger") else ""
+            horizon = f"{horizon['low']}-{horizon['high']} steps (log-uniform{stagger})"
+        else:
+            horizon = f"{horizon} steps"
+        truncation = estimator["truncation_length"]
+        how = f"`{estimator['type']}` with {truncation}-step truncations of inner runs lasting {horizon}"
+    else:
+        how = f"`{estimator['type']}` through whole inner runs of {'/'.join(map(str, estimator['lengths']))} steps"
+    count = estimator.get("num_tasks", estimator.get("num_pairs"))
+    return (
+        f"Meta-training ({protocol['meta_seeds']} independent meta-seeds per learned optimizer): {how}, meta-loss "
+        f"`{estimator['unroll']['meta_loss']}`, {meta['outer_steps']} outer steps of Adam {meta['meta_lr']:g} "
+        f"({meta['schedule']}), {count} optimizees per step. Checkpoint rule: {protocol['selection_rule']}."
     )
-    evaluation.save_results(results, os.path.join(workdir, "results.json"))
-    name = type(study.meta.learned_optimizer).__name__
-    summary = {
-        "eval_task": eval_task.name,
-        "selection_rule": selection_rule(study),
-        "meta_runs": [
-            {
-                "meta_seed": r["meta_seed"],
-                "best_checkpoint": r["best_checkpoint"],
-                "checkpoint_scores": {str(k): v for k, v in r["checkpoint_scores"].items()},
-                "result": res.summary(),
-            }
-            for r, res in zip(runs, learned)
-        ],
-        "learned": {
-            "name": name,
-            "final_accuracy_per_run": learned_acc.mean(1).tolist(),
-            "final_loss_per_run": learned_loss.mean(1).tolist(),
-        },
-        "tuned": [{**dataclasses.asdict(t), "selection": t.selection} for t in tuned],
-        "comparisons": comparisons,
-        "comparisons_at": {str(step): c for step, c in comparisons_at.items()},
-        "results": [r.summary() for r in results],
-        "seconds": round(seconds, 1),
-        "devices": [str(d) for d in jax.devices()],
+
+
+def markdown(data: dict) -> str:
+    """The body of a study's page (``run_study``'s data): protocol, per-task comparisons and speed-ups, figures.
+
+    Example:
+      >>> text = markdown(run_study(preset('quickstart'), 'runs/quickstart'))
+    """
+    p = data["protocol"]
+    steps = p.get("step") or {
+        "every learned optimizer here": "`update = -lr * exp(b * tanh(m / b)) * (adam + d)`, Adam's bias-corrected "
+        "direction plus a learned correction `d`, scaled by a learned per-parameter magnitude `m` bounded by `b` "
+        "and a learned global step size `lr`."
     }
-    with open(os.path.join(workdir, "summary.json"), "w") as f:
-        json.dump(summary, f, indent=1)
-    tables = [comparison_table(name, len(runs), step, comparisons_at[step]) for step in steps]
-    meta = study.meta
-    text = [
-        f"# {name} vs tuned baselines on {eval_task.name}",
-        "",
-        f"Meta-trained {len(runs)} times (meta-seeds {', '.join(str(r['meta_seed']) for r in runs)}) on "
-        f"{', '.join(meta.task_family.datasets)} {'/'.join(meta.task_family.models).upper()} width "
-        f"{meta.task_family.widths}, depth {meta.task_family.depths} "
-        f"for {meta.outer_steps} outer steps ({meta.estimator}). Checkpoint rule: {selection_rule(study)}; picked: "
-        + ", ".join(f"step {r['best_checkpoint']} (meta-seed {r['meta_seed']})" for r in runs)
-        + ".",
-        f"Evaluated for {study.eval_steps} steps over {study.seeds} seeds on the test split. Baselines: "
-        + "; ".join(f"{t.label}, {t.selection}" for t in tuned)
-        + f"; grid lr {list(study.learning_rates)} x wd {list(study.weight_decays)}. Differences are {name} minus "
-        "the baseline with a 95 % bootstrap interval over meta-runs x seeds; 'beats' and 'loses to' only when the "
-        "interval excludes zero.",
-        f"How {name} forms a step: {study.meta.learned_optimizer.output.describe()}",
-        "",
-        *tables,
-        "Every meta-run:",
-        "",
-        evaluation.results_table(results, baselines[0].name if baselines else None),
-        "",
-        f"![accuracy]({os.path.basename(plot)})",
-        "",
-        f"Total time: {seconds:.0f} s on {jax.devices()[0].platform}.",
+    parts = [
+        describe_meta_training(p),
+        "How a step is formed: " + "; ".join(f"{label}: {text}" for label, text in steps.items()),
+        f"Baselines ({', '.join(p['baselines'])}) tuned on the validation split for each horizon separately "
+        f"(learning rates {min(p['learning_rates']):g}-{max(p['learning_rates']):g}, x2 grid, weight decay "
+        f"{p['weight_decays']}, {p['tuning_seeds']} seeds; horizons beyond {p['full_grid_until']} steps search the "
+        f"grid points within {p['zoom']:g}x of the previous horizon's pick, widened to the whole grid when the pick "
+        f"lands on that zoom's edge); every optimizer evaluated on the test split over "
+        f"{p['seeds']} seeds (the same seeds for all). Differences: learned minus baseline, 95 % bootstrap interval "
+        "over meta-runs x seeds; **beats**/**loses to** only when it excludes zero.",
     ]
-    with open(os.path.join(workdir, "results.md"), "w") as f:
-        f.write("\n".join(text) + "\n")
-    return summary
+    for label, task in data["tasks"].items():
+        parts += [
+            f"## {label} ({task['changes']}; {task['steps']} steps)",
+            comparison_table(task),
+            "Speed-up (first evaluated step at which the mean test loss over meta-runs and seeds reaches the "
+            "baseline's):",
+            "\n".join(
+                f"- {s['learned']} reaches {s['baseline']}'s step-{p['speedup_step']} test loss "
+                f"({s['target_loss']:.4f}) "
+                + (f"at step {s['step']}: **{s['ratio']:.2f}x**" if s["step"] is not None else "**never** in the run")
+                for s in task["speedups"]
+            ),
+            f"![test accuracy and loss vs step]({task['figure']})",
+        ]
+    if data.get("not_run"):
+        parts.append("Held-out tasks of the protocol that were not run: " + ", ".join(data["not_run"]) + ".")
+    return "\n\n".join(parts)
+
+
+def comparison_table(task: dict) -> str:
+    """Markdown: one row per (horizon, learned optimizer, baseline) of a task's entry, with the intervals."""
+    rows = [
+        "| step | learned | baseline (tuned for this horizon) | learned acc. (%), across meta-runs | "
+        "baseline acc. (%), across seeds | difference (pp) | test loss difference |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for c in task["comparisons"]:
+        tuned = task["tuned"][c["baseline"]][str(c["step"])]
+        edge = ", on the grid's edge" if tuned.get("on_edge") else ""
+        acc, loss = c["eval_accuracy"], c["eval_loss"]
+        rows.append(
+            f"| {c['step']} | {c['learned']} | {c['baseline']} (lr {tuned['learning_rate']:g}{edge}) | "
+            f"{across_runs(acc['learned'])} | {mean_std(acc['baseline'], 2, 100)} | {verdict(acc, 100, 2)} | "
+            f"{verdict(loss, 1, 4)} |"
+        )
+    return "\n".join(rows)
+
+
+def plot_task(curves: dict, path: str | os.PathLike, title: str) -> str:
+    """Test accuracy and loss against steps (log x): learned optimizers' mean over meta-runs x seeds with the
+    spread across meta-runs, and each baseline for its longest tuned horizon.
+
+    Example:
+      >>> plot_task(curves, 'runs/quickstart/digits-cnn-16.png', 'digits CNN-16 (2x wider)')
+    """
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(11, 4))
+    axes = fig.subplots(1, 2)
+    for ax, key, ylabel in ((axes[0], "eval_accuracy", "test accuracy"), (axes[1], "eval_loss", "test loss")):
+        for label, runs in curves["learned"].items():
+            steps = np.asarray(runs[0]["eval_steps"])[1:]
+            per_run = np.stack([np.asarray(r[key]).mean(0)[1:] for r in runs])
+            line = ax.plot(steps, per_run.mean(0), label=f"{label} ({len(runs)} meta-runs)", lw=2)[0]
+            ax.fill_between(steps, per_run.min(0), per_run.max(0), color=line.get_color(), alpha=0.2)
+        for name, by_horizon in curves["baselines"].items():
+            horizon = max(by_horizon, key=int)
+            base = by_horizon[horizon]
+            steps = np.asarray(base["eval_steps"])[1:]
+            ax.plot(steps, np.asarray(base[key]).mean(0)[1:], "--", label=f"{name} (tuned for {horizon} steps)")
+        ax.set_xscale("log")
+        ax.set_xlabel("step")
+        ax.set_ylabel(ylabel)
+        if key == "eval_loss":
+            ax.set_yscale("log")
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=8)
+    fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(os.fspath(path), dpi=110)
+    return os.fspath(path)
