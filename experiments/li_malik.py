@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import os
 import sys
 import time
@@ -44,6 +43,7 @@ from l2o_jax.meta import meta_train
 from l2o_jax.optimizers.li_malik import LiMalikL2O
 from l2o_jax.optimizers.li_malik import li_malik_l2o
 from l2o_jax.policy_search import Reinforce
+from l2o_jax.study import compare_curves
 from l2o_jax.tasks import DatasetUnavailableError
 from l2o_jax.tasks import TaskFamily
 from l2o_jax.tasks import image_task
@@ -202,19 +202,6 @@ def dry_run(study: Study) -> Study:
     )
 
 
-def _cached(path: str, compute):
-    """``compute()``'s JSON-ready result, stored at ``path`` the first time and read back after."""
-    if os.path.exists(path):
-        with open(path) as f:
-            return json.load(f)
-    value = compute()
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    with open(path + ".tmp", "w") as f:
-        json.dump(value, f)
-    os.replace(path + ".tmp", path)  # never half-written
-    return value
-
-
 def meta_train_all(study: Study, workdir: str, log=print) -> dict:
     """Every trainer's ``meta_seeds`` runs; ``{label: [record per meta-run]}``, meta-parameters in ``<run>/final``."""
     records = {}
@@ -239,7 +226,7 @@ def meta_train_all(study: Study, workdir: str, log=print) -> dict:
                     "seconds": round(time.perf_counter() - started, 1),
                 }
 
-            records[label].append(_cached(os.path.join(run, "record.json"), train))
+            records[label].append(io.cached_json(os.path.join(run, "record.json"), train))
     return records
 
 
@@ -264,7 +251,7 @@ def tune_baselines(study: Study, dataset: str, workdir: str, log=print) -> dict:
                 return dataclasses.asdict(result)
 
             path = os.path.join(workdir, "tuning", dataset, f"{name}-{horizon}.json")
-            tuned[label][str(horizon)] = _cached(path, tune)
+            tuned[label][str(horizon)] = io.cached_json(path, tune)
     return tuned
 
 
@@ -303,7 +290,7 @@ def evaluate_dataset(study: Study, dataset: str, tuned: dict, workdir: str, log=
             meta = io.load_meta_params(os.path.join(workdir, report.slug(label), f"seed{seed}", "final"))
             path = os.path.join(cache, f"{report.slug(label)}-seed{seed}.json")
             log(f"evaluating {label} (meta-seed {seed}) on {task.name} for {study.horizons[1]} steps")
-            learned[label].append(_cached(path, lambda m=meta: run(li_malik_l2o(m), study.horizons[1], label)))
+            learned[label].append(io.cached_json(path, lambda m=meta: run(li_malik_l2o(m), study.horizons[1], label)))
     baselines = {}
     for label, by_horizon in tuned.items():
         baselines[label] = {}
@@ -311,13 +298,8 @@ def evaluate_dataset(study: Study, dataset: str, tuned: dict, workdir: str, log=
             tx = evaluation.baseline(t["name"], t["learning_rate"], t["weight_decay"], steps=int(horizon))
             path = os.path.join(cache, f"{t['name']}-{horizon}.json")
             log(f"evaluating {label} tuned for {horizon} steps on {task.name}")
-            baselines[label][horizon] = _cached(path, lambda tx=tx, h=int(horizon): run(tx, h, label))
+            baselines[label][horizon] = io.cached_json(path, lambda tx=tx, h=int(horizon): run(tx, h, label))
     return {"learned": learned, "baselines": baselines}
-
-
-def _at(curve: dict, key: str, step: int) -> np.ndarray:
-    """``[seeds]`` values of ``key`` at ``step``."""
-    return np.asarray(curve[key], np.float64)[:, curve["eval_steps"].index(step)]
 
 
 def best_baseline(tuned: dict, horizon: int) -> str:
@@ -337,16 +319,7 @@ def compare_at_horizons(study: Study, tuned: dict, curves: dict) -> list[dict]:
         best = best_baseline(tuned, horizon)
         base = curves["baselines"][best][str(horizon)]
         for label, runs in curves["learned"].items():
-            row = {"trainer": label, "baseline": best, "step": horizon}
-            for key, higher in (("eval_accuracy", True), ("eval_loss", False)):
-                values = np.stack([_at(r, key, horizon) for r in runs])
-                comparison = evaluation.compare(values, _at(base, key, horizon), higher_is_better=higher)
-                row[key] = {
-                    "learned": values.tolist(),
-                    "baseline": _at(base, key, horizon).tolist(),
-                    **dataclasses.asdict(comparison),
-                }
-            rows.append(row)
+            rows.append({"trainer": label, "baseline": best, "step": horizon, **compare_curves(runs, base, horizon)})
     return rows
 
 

@@ -18,6 +18,8 @@ from l2o_jax.study.config import paper_preset
 from l2o_jax.study.config import preset
 from l2o_jax.study.config import quickstart_preset
 from l2o_jax.study.config import selection_rule
+from l2o_jax.study.pipeline import compare_curves
+from l2o_jax.study.pipeline import curve_at
 from l2o_jax.study.pipeline import evaluate_task
 from l2o_jax.study.pipeline import protocol
 from l2o_jax.study.pipeline import run_study
@@ -33,6 +35,8 @@ __all__ = [
     "HeldOutTask",
     "StudyConfig",
     "apply_settings",
+    "compare_curves",
+    "curve_at",
     "evaluate_task",
     "load_config",
     "markdown",

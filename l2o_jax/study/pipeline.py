@@ -166,8 +166,8 @@ def evaluate_task(study: StudyConfig, held_out: HeldOutTask, tuned: dict, workdi
     return {"learned": learned, "baselines": baselines}
 
 
-def _at(curve: dict, key: str, step: int) -> np.ndarray:
-    """``[seeds]`` values of ``key`` at ``step``."""
+def curve_at(curve: dict, key: str, step: int) -> np.ndarray:
+    """``[seeds]`` values of ``key`` (``'eval_accuracy'``, ``'eval_loss'``) of a stored curve at ``step``."""
     return np.asarray(curve[key])[:, curve["eval_steps"].index(step)]
 
 
@@ -183,17 +183,28 @@ def compare_at_horizons(curves: dict) -> list[dict]:
         for name, by_horizon in curves["baselines"].items():
             for horizon, base in by_horizon.items():
                 step = int(horizon)
-                row = {"learned": label, "baseline": name, "step": step}
-                for key, higher in (("eval_accuracy", True), ("eval_loss", False)):
-                    learned = np.stack([_at(r, key, step) for r in runs])
-                    comparison = evaluation.compare(learned, _at(base, key, step), higher_is_better=higher)
-                    row[key] = {
-                        "learned": learned.tolist(),
-                        "baseline": _at(base, key, step).tolist(),
-                        **dataclasses.asdict(comparison),
-                    }
-                rows.append(row)
+                rows.append({"learned": label, "baseline": name, "step": step, **compare_curves(runs, base, step)})
     return rows
+
+
+def compare_curves(runs: list[dict], baseline: dict, step: int) -> dict:
+    """Meta-runs' curves against a baseline's at ``step``: ``{'eval_accuracy': ..., 'eval_loss': ...}``, each the
+    per-seed values and ``evaluation.compare``'s interval over meta-runs x seeds.
+
+    Example:
+      >>> compare_curves(curves['learned']['NG-GNN'], curves['baselines']['adam']['1000'], 1000)['eval_loss']['verdict']
+      'loses to'
+    """
+    out = {}
+    for key, higher in (("eval_accuracy", True), ("eval_loss", False)):
+        learned = np.stack([curve_at(r, key, step) for r in runs])
+        comparison = evaluation.compare(learned, curve_at(baseline, key, step), higher_is_better=higher)
+        out[key] = {
+            "learned": learned.tolist(),
+            "baseline": curve_at(baseline, key, step).tolist(),
+            **dataclasses.asdict(comparison),
+        }
+    return out
 
 
 def speedups(study: StudyConfig, curves: dict) -> list[dict]:
@@ -212,7 +223,7 @@ def speedups(study: StudyConfig, curves: dict) -> list[dict]:
             base = by_horizon.get(str(at_step))
             if base is None:
                 continue
-            target = float(_at(base, "eval_loss", at_step).mean())
+            target = float(curve_at(base, "eval_loss", at_step).mean())
             result = evaluation.speedup(steps, losses, target, at_step=at_step)
             out.append({"learned": label, "baseline": name, "target_loss": target, **dataclasses.asdict(result)})
     return out
