@@ -19,8 +19,11 @@ import dataclasses
 import os
 import time
 
+import numpy as np
+
 from experiments import horizon
 from experiments import report
+from l2o_jax import evaluation
 from l2o_jax import study
 from l2o_jax.features import LONG_HORIZON_FEATURES
 from l2o_jax.meta import MetaTrainConfig
@@ -89,6 +92,21 @@ def tiny_study(activation: str) -> study.StudyConfig:
 STUDIES = {"smoke": smoke_study, "tiny": tiny_study}
 
 
+def head_to_head(config: study.StudyConfig, learned: dict, steps: int) -> list[dict]:
+    """ScaleGraph minus NG-GNN at every horizon of a task, on test accuracy and loss, with bootstrap intervals that
+    draw both optimizers' meta-runs and the shared evaluation seeds."""
+    rows = []
+    for step in config.horizons(steps):
+        row = {"step": step}
+        for key, higher in (("eval_accuracy", True), ("eval_loss", False)):
+            ours, theirs = (
+                np.stack([study.curve_at(r, key, step) for r in learned[k]]) for k in ("ScaleGraph", "NG-GNN")
+            )
+            row[key] = dataclasses.asdict(evaluation.compare(ours, theirs, higher_is_better=higher))
+        rows.append(row)
+    return rows
+
+
 def run(scale: str, activations, workdir: str, out: str, progress: bool = True, log=print) -> dict:
     """The study for each activation (cached stages under ``workdir/<activation>``); the result is written to
     ``out`` after every held-out task and returned."""
@@ -106,7 +124,8 @@ def run(scale: str, activations, workdir: str, out: str, progress: bool = True, 
         }
         for held_out in config.tasks():
             figure = os.path.join(out, f"scale_graph_{scale}_{activation}_{report.slug(held_out.label)}.png")
-            part["tasks"][held_out.label] = study.task_result(config, held_out, part_dir, figure, log)
+            result = part["tasks"][held_out.label] = study.task_result(config, held_out, part_dir, figure, log)
+            result["head_to_head"] = head_to_head(config, result["curves"]["learned"], held_out.steps)
             part["not_run"] = [t.label for t in config.tasks() if t.label not in part["tasks"]]
             data["provenance"] = report.provenance(started)
             report.save(data, os.path.join(out, f"scale_graph_{scale}.json"))

@@ -47,6 +47,17 @@ def test_the_interval_covers_the_true_difference_of_a_synthetic_normal_sample():
     assert covered >= 33  # nominal 95 %: 38 of 40 expected, >= 33 unless the interval is badly too narrow
 
 
+def test_two_learned_optimizers_resample_both_sets_of_meta_runs():
+    rng = np.random.default_rng(3)
+    seeds = rng.normal(0.9, 0.01, 5)
+    steady = seeds + rng.normal(0.0, 0.001, (3, 5))
+    spread = seeds + np.array([[-0.04], [0.0], [0.04]])  # the other optimizer's meta-runs disagree
+    assert stats.compare(steady, spread).verdict == "ties"
+    assert stats.compare(steady, spread.mean(0)).high - stats.compare(steady, spread.mean(0)).low < 0.01
+    assert stats.compare(steady, spread).high - stats.compare(steady, spread).low > 0.03  # their spread counts
+    assert stats.compare(steady + 0.1, spread).verdict == "beats"
+
+
 def test_compare_rejects_mismatched_seeds():
     with pytest.raises(ValueError, match="same seeds"):
         stats.compare(np.zeros((3, 5)), np.zeros(4))

@@ -53,11 +53,13 @@ def compare(
 
     Each resample draws meta-runs and evaluation seeds with replacement, independently, and averages the paired
     differences ``learned[run, seed] - baseline[seed]``; the interval is the resamples' percentile interval. A
-    non-finite value (a diverged run) counts as the worst possible outcome.
+    non-finite value (a diverged run) counts as the worst possible outcome. A baseline with meta-runs of its own
+    (another learned optimizer) has them drawn independently too: ``learned[run, seed] - baseline[run', seed]``.
 
     Args:
       learned: ``[meta_runs, eval_seeds]`` or ``[eval_seeds]`` values of a metric.
-      baseline: ``[eval_seeds]`` values of the same metric on the same seeds.
+      baseline: ``[eval_seeds]`` (or ``[baseline_meta_runs, eval_seeds]``) values of the same metric on the same
+        seeds.
       higher_is_better: True for accuracy, False for a loss.
       confidence: the interval's level.
       resamples: bootstrap resamples.
@@ -74,23 +76,27 @@ def compare(
     learned = np.asarray(learned, np.float64)
     baseline = np.asarray(baseline, np.float64)
     learned = learned[None] if learned.ndim == 1 else learned
-    if learned.ndim != 2 or baseline.ndim != 1 or learned.shape[1] != baseline.shape[0]:
+    baseline = baseline[None] if baseline.ndim == 1 else baseline
+    if learned.ndim != 2 or baseline.ndim != 2 or learned.shape[1] != baseline.shape[1]:
         raise ValueError(
-            f"compare needs learned [meta_runs, eval_seeds] (or [eval_seeds]) and baseline [eval_seeds] on the "
-            f"same seeds; got shapes {learned.shape} and {baseline.shape}."
+            f"compare needs learned [meta_runs, eval_seeds] (or [eval_seeds]) and baseline [eval_seeds] (or "
+            f"[meta_runs, eval_seeds]) on the same seeds; got shapes {learned.shape} and {baseline.shape}."
         )
     if not 0 < confidence < 1:
         raise ValueError(f"confidence must be in (0, 1), got {confidence}.")
     worst = -np.inf if higher_is_better else np.inf
-    difference = np.where(np.isfinite(learned), learned, worst) - np.where(np.isfinite(baseline), baseline, worst)
+    with np.errstate(invalid="ignore"):
+        finite = lambda x: np.where(np.isfinite(x), x, worst)
+        difference = finite(learned)[:, None] - finite(baseline)[None]  # [runs, baseline runs, seeds]
     difference = np.nan_to_num(difference, nan=0.0)  # both diverged: no difference
-    runs, seeds = difference.shape
+    runs, baseline_runs, seeds = difference.shape
     rng = np.random.default_rng(seed)
-    run_index = rng.integers(0, runs, (resamples, runs, 1))
-    seed_index = rng.integers(0, seeds, (resamples, 1, seeds))
+    run_index = rng.integers(0, runs, (resamples, runs, 1, 1))
+    seed_index = rng.integers(0, seeds, (resamples, 1, 1, seeds))
+    baseline_index = rng.integers(0, baseline_runs, (resamples, 1, baseline_runs, 1)) if baseline_runs > 1 else 0
     tail = (1 - confidence) / 2
     with np.errstate(over="ignore", invalid="ignore"):  # infinite differences of diverged runs
-        means = difference[run_index, seed_index].mean(axis=(1, 2))
+        means = difference[run_index, baseline_index, seed_index].mean(axis=(1, 2, 3))
         low, high = np.quantile(means, [tail, 1 - tail], method="inverted_cdf")  # no interpolation between infs
         mean = difference.mean()
     better, worse = ("beats", "loses to") if higher_is_better else ("loses to", "beats")
