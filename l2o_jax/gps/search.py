@@ -1,53 +1,5 @@
-"""Guided policy search for Li & Malik's optimizer policy: mirror-descent GPS in its convolutional form.
-
-Every coordinate of every sampled optimizee is one trajectory of a small system whose dynamics, cost and local
-controllers are shared by all coordinates (Li & Malik's convolutional GPS), so the cost of a GPS iteration is
-linear in the number of parameters and cubic only in the per-coordinate state's size. Per coordinate, the
-state is ``x_t = (g_t, g_{t-1}, u_{t-1})`` (this step's and last step's minibatch gradient, last step) and the
-action ``u_t`` is the step. One iteration (:meth:`GuidedPolicySearch.estimate`), on-policy as in MDGPS:
-
-1. **Samples**: ``num_trajectories`` fresh optimizees trained by the global policy with Gaussian steps.
-2. **Dynamics**: per step, ``x_{t+1} ~ N(A_t x_t + B_t u_t + c_t, Σ_t)`` by least squares over all coordinates
-   of all trajectories, regularised towards the fit over all steps (``prior_strength``) and a small ridge
-   (:func:`fit_linear_gaussian`). The global policy is linearised the same way,
-   ``π̄_t(u | x) = N(K̄_t x + k̄_t, S̄_t)``, regressing its mean steps on the sampled states.
-3. **Local controllers** ``p_t(u | x) = N(K_t x + k_t, S_t)``: ``min_p E_p[Σ_t ℓ_t] s.t. KL(p ‖ π̄) ≤ ε``. The
-   cost is the second-order model of the objective's decrease by the step, weighted by the steps still to
-   come, ``ℓ_t = w_t (g_t u_t + ½ b_t u_t²)`` with ``w_t = (T - t) / T`` (so ``Σ_t ℓ_t`` is the mean objective
-   along the run, up to a constant) and ``b_t = max(∂g_{t+1}/∂u_t, curvature_floor)`` read off ``B_t``. For a
-   Lagrange multiplier ``η``, the minimiser of ``E_p[Σ ℓ_t - η log π̄_t(u_t | x_t)] - η H(p)`` is found by LQR
-   (:func:`kl_lqr`): with ``z = [x; u]``, ``ℓ_t(z) = ½ zᵀ C_t z + d_tᵀ z`` and ``V_T = 0, v_T = 0``, the backward
-   Riccati recursion::
-
-       Q_zz = C_t + η Mᵀ S̄_t⁻¹ M + F_tᵀ V_{t+1} F_t,   q_z = d_t - η Mᵀ S̄_t⁻¹ k̄_t + F_tᵀ (V_{t+1} f_t + v_{t+1})
-       K_t = -Q_uu⁻¹ Q_ux,   k_t = -Q_uu⁻¹ q_u,   S_t = η Q_uu⁻¹
-       V_t = Q_xx + Q_xu K_t,   v_t = q_x + Q_xu k_t
-
-   with ``M = [-K̄_t, I]``, ``F_t = [A_t, B_t]``, ``f_t = c_t``. ``η`` is set by bisection on ``log η`` so that
-   ``KL(p ‖ π̄)``, computed under the state distribution ``p`` induces (:func:`forward_pass`), meets ``ε``
-   (``kl_bound``, per coordinate's trajectory) (:func:`kl_constrained_lqr`).
-4. **Supervised step**: the gradient of ``E_{x_t ~ samples} KL(π_θ(u | history_t) ‖ p_t(u | x_t))`` in the
-   LSTM's parameters, the policy re-run along the sampled histories (:func:`supervised_kl`). ``meta_train``'s
-   optax meta-optimizer applies it, so each outer step is one C-step and one gradient of the S-step.
-
-Simplifications against the papers: ``ε`` is fixed unless ``adapt_kl_bound`` (then MDGPS's rule from predicted
-and actual improvement, with the sampled objective as the actual one: :func:`adapt_kl_bound`), samples come from
-the global policy only, the S-step is one gradient per C-step, and ``σ`` is not fitted by default (``train_std``).
-
-Everything is computed in units where each state and action dimension has unit root mean square (the KL does
-not change; the cost is divided by a positive constant), so float32 serves gradients and steps of any scale.
-
-References:
-  Li and Malik, Learning to optimize neural nets, arXiv:1703.00441, 2017 (convolutional GPS for optimizers).
-  Levine and Abbeel, Learning neural network policies with guided policy search under unknown dynamics,
-  NeurIPS 2014 (fitted linear-Gaussian dynamics, LQR under a KL bound).
-  Montgomery and Levine, Guided policy search via approximate mirror descent, NeurIPS 2016 (MDGPS).
-
-Example:
-  >>> from l2o_jax.meta import MetaTrainConfig, meta_train
-  >>> config = MetaTrainConfig(LiMalikL2O(hidden=32), family, GuidedPolicySearch(length=50), meta_lr=1e-2)
-  >>> result = meta_train(config, 'runs/li_malik_gps')
-"""
+"""The rest of guided policy search for Li & Malik's policy: sampled runs, the shared local controllers, the
+KL-bound rule, the supervised S-step and the ``GuidedPolicySearch`` estimator (see ``l2o_jax.gps``)."""
 
 from __future__ import annotations
 
@@ -58,6 +10,10 @@ import jax
 import jax.numpy as jnp
 from jax.flatten_util import ravel_pytree
 
+from l2o_jax.gps.lqr import QuadraticCost
+from l2o_jax.gps.lqr import fit_linear_gaussian
+from l2o_jax.gps.lqr import forward_pass
+from l2o_jax.gps.lqr import kl_constrained_lqr
 from l2o_jax.meta.unroll import init_state
 from l2o_jax.meta.unroll import rollout
 from l2o_jax.optimizers import MetaParams
@@ -69,27 +25,6 @@ from l2o_jax.optimizers.li_malik import li_malik_step
 STATE_DIM = 3  # g_t, g_{t-1}, u_{t-1}
 
 
-class LinearGaussian(NamedTuple):
-    """Time-varying ``y_t ~ N(gain_t z_t + bias_t, cov_t)``: dynamics (z = [x; u]) or a controller (z = x).
-
-    Attributes:
-      gain: ``(T, dy, dz)``.
-      bias: ``(T, dy)``.
-      cov: ``(T, dy, dy)``.
-    """
-
-    gain: jax.Array
-    bias: jax.Array
-    cov: jax.Array
-
-
-class QuadraticCost(NamedTuple):
-    """``ℓ_t(z) = ½ zᵀ hessian_t z + gradient_tᵀ z`` over ``z = [x; u]``: ``(T, n, n)`` and ``(T, n)``."""
-
-    hessian: jax.Array
-    gradient: jax.Array
-
-
 class Trajectories(NamedTuple):
     """Sampled runs of the global policy, coordinates raveled: ``(N, T, P)`` arrays and ``(N, T)`` values."""
 
@@ -98,158 +33,6 @@ class Trajectories(NamedTuple):
     values: jax.Array
     means: jax.Array
     actions: jax.Array
-
-
-def fit_linear_gaussian(inputs: jax.Array, outputs: jax.Array, prior_strength: float = 0.1, ridge: float = 1e-6):
-    """Per-step least squares ``outputs_t ≈ gain_t inputs_t + bias_t`` over the samples' axis, with residual cov.
-
-    Each step's second moments are blended with the mean over all steps, weighted ``prior_strength`` (0: each
-    step alone; large: one time-invariant fit), and ``ridge`` times their diagonal is added.
-
-    Args:
-      inputs: ``(T, N, dz)``.
-      outputs: ``(T, N, dy)``.
-
-    Returns:
-      A :class:`LinearGaussian`.
-
-    Example:
-      >>> dynamics = fit_linear_gaussian(jnp.concatenate([x[:-1], u[:-1]], -1), x[1:])
-    """
-    z = jnp.concatenate([inputs, jnp.ones(inputs.shape[:-1] + (1,), inputs.dtype)], -1)
-    zz = jnp.einsum("tni,tnj->tij", z, z) / z.shape[1]
-    zy = jnp.einsum("tni,tnj->tij", z, outputs) / z.shape[1]
-    zz_prior, zy_prior = zz.mean(0), zy.mean(0)
-    lhs = zz + prior_strength * zz_prior + ridge * jnp.diag(jnp.diag(zz_prior))
-    weights = jnp.linalg.solve(lhs, zy + prior_strength * zy_prior)  # (T, dz + 1, dy)
-    residuals = outputs - jnp.einsum("tni,tij->tnj", z, weights)
-    cov = jnp.einsum("tni,tnj->tij", residuals, residuals) / z.shape[1]
-    cov = (cov + prior_strength * cov.mean(0)) / (1 + prior_strength)
-    cov = cov + 1e-6 * jnp.eye(outputs.shape[-1])
-    return LinearGaussian(jnp.swapaxes(weights[:, :-1], 1, 2), weights[:, -1], cov)
-
-
-def _sym(m):
-    return (m + jnp.swapaxes(m, -1, -2)) / 2
-
-
-def kl_lqr(
-    dynamics: LinearGaussian, cost: QuadraticCost, prior: LinearGaussian, eta
-) -> tuple[LinearGaussian, jax.Array]:
-    """The linear-Gaussian controller minimising ``E[Σ ℓ_t - η log prior_t(u|x)] - η H`` (module docstring).
-
-    ``eta = 0`` gives the deterministic LQR controller of ``cost`` alone (zero covariance).
-
-    Returns:
-      ``(controller, ok)``: a :class:`LinearGaussian` over ``x`` and whether every ``Q_uu`` was positive definite.
-
-    Example:
-      >>> controller, ok = kl_lqr(dynamics, cost, prior, 1.0)
-    """
-    dx = dynamics.gain.shape[1]
-    precision = jnp.linalg.inv(prior.cov)  # (T, du, du)
-    du = precision.shape[-1]
-    m = jnp.concatenate([-prior.gain, jnp.broadcast_to(jnp.eye(du), prior.gain.shape[:1] + (du, du))], -1)
-    hessian = cost.hessian + eta * jnp.einsum("tai,tab,tbj->tij", m, precision, m)
-    gradient = cost.gradient - eta * jnp.einsum("tai,tab,tb->ti", m, precision, prior.bias)
-
-    def backward(value, inputs):
-        v_xx, v_x = value
-        f_gain, f_bias, c_zz, c_z = inputs
-        q_zz = _sym(c_zz + f_gain.T @ v_xx @ f_gain)
-        q_z = c_z + f_gain.T @ (v_xx @ f_bias + v_x)
-        q_uu, q_ux, q_u = q_zz[dx:, dx:], q_zz[dx:, :dx], q_z[dx:]
-        q_uu_inv = jnp.linalg.inv(q_uu)
-        gain, bias = -q_uu_inv @ q_ux, -q_uu_inv @ q_u
-        v_xx = _sym(q_zz[:dx, :dx] + q_ux.T @ gain)
-        v_x = q_z[:dx] + q_ux.T @ bias
-        ok = jnp.linalg.eigvalsh(q_uu)[0] > 0
-        return (v_xx, v_x), (gain, bias, eta * _sym(q_uu_inv), ok)
-
-    end = (jnp.zeros((dx, dx), hessian.dtype), jnp.zeros((dx,), hessian.dtype))
-    inputs = (dynamics.gain, dynamics.bias, hessian, gradient)
-    _, (gain, bias, cov, ok) = jax.lax.scan(backward, end, inputs, reverse=True)
-    return LinearGaussian(gain, bias, cov), jnp.all(ok)
-
-
-def forward_pass(
-    dynamics: LinearGaussian,
-    controller: LinearGaussian,
-    cost: QuadraticCost,
-    prior: LinearGaussian,
-    initial_mean: jax.Array,
-    initial_cov: jax.Array,
-) -> tuple[jax.Array, jax.Array]:
-    """Expected cost and ``KL(controller ‖ prior)`` per step, under the state distribution the controller induces.
-
-    From ``x_0 ~ N(initial_mean, initial_cov)``, ``z_t = [x_t; u_t]`` is Gaussian and
-    ``KL_t = ½ E_x[tr(S̄⁻¹S) + (ΔK x + Δk)ᵀ S̄⁻¹ (ΔK x + Δk) - d_u + log|S̄| - log|S|]``.
-
-    Returns:
-      ``(costs, kls)``, each ``(T,)``.
-
-    Example:
-      >>> costs, kls = forward_pass(dynamics, controller, cost, prior, mu0, sigma0)
-    """
-    du = controller.gain.shape[1]
-
-    def step(carry, inputs):
-        mean, cov = carry
-        (f_gain, f_bias, f_cov), (gain, bias, u_cov), (c_zz, c_z), (p_gain, p_bias, p_cov) = inputs
-        z_mean = jnp.concatenate([mean, gain @ mean + bias])
-        cross = gain @ cov
-        z_cov = jnp.block([[cov, cross.T], [cross, gain @ cov @ gain.T + u_cov]])
-        expected_cost = 0.5 * jnp.trace(c_zz @ z_cov) + 0.5 * z_mean @ c_zz @ z_mean + c_z @ z_mean
-        precision = jnp.linalg.inv(p_cov)
-        d_gain, d_bias = gain - p_gain, (gain - p_gain) @ mean + bias - p_bias
-        kl = 0.5 * (
-            jnp.trace(precision @ u_cov)
-            + d_bias @ precision @ d_bias
-            + jnp.trace(d_gain.T @ precision @ d_gain @ cov)
-            - du
-            + jnp.linalg.slogdet(p_cov)[1]
-            - jnp.linalg.slogdet(u_cov)[1]
-        )
-        next_cov = _sym(f_gain @ z_cov @ f_gain.T + f_cov)
-        return (f_gain @ z_mean + f_bias, next_cov), (expected_cost, kl)
-
-    _, (costs, kls) = jax.lax.scan(step, (initial_mean, initial_cov), (dynamics, controller, cost, prior))
-    return costs, kls
-
-
-def kl_constrained_lqr(
-    dynamics: LinearGaussian,
-    cost: QuadraticCost,
-    prior: LinearGaussian,
-    initial_mean,
-    initial_cov,
-    kl_bound: float,
-    log_eta_range: tuple[float, float] = (-25.0, 25.0),
-    iterations: int = 50,
-) -> tuple[LinearGaussian, jax.Array, jax.Array]:
-    """:func:`kl_lqr` with the smallest ``η`` (bisection on ``log η``) whose controller keeps ``Σ_t KL ≤ kl_bound``.
-
-    Returns:
-      ``(controller, eta, kl)``; where even the largest ``η`` misses the bound, that ``η``'s controller.
-
-    Example:
-      >>> controller, eta, kl = kl_constrained_lqr(dynamics, cost, prior, mu0, sigma0, kl_bound=1.0)
-    """
-
-    def solve(log_eta):
-        controller, ok = kl_lqr(dynamics, cost, prior, jnp.exp(log_eta))
-        kl = forward_pass(dynamics, controller, cost, prior, initial_mean, initial_cov)[1].sum()
-        return controller, jnp.where(ok & jnp.isfinite(kl), kl, jnp.inf)
-
-    def bisect(_, bounds):
-        low, high = bounds
-        middle = (low + high) / 2
-        too_far = solve(middle)[1] > kl_bound
-        return jnp.where(too_far, middle, low), jnp.where(too_far, high, middle)
-
-    _, high = jax.lax.fori_loop(0, iterations, bisect, tuple(jnp.float32(b) for b in log_eta_range))
-    controller, kl = solve(high)
-    return controller, jnp.exp(high), kl
 
 
 def recorded_rollout(meta_params: MetaParams, task, task_key: jax.Array, action_key: jax.Array, length: int):
