@@ -70,8 +70,8 @@ SCALES = {
         'l1_train': {'steps': 100, 'learning_rate': 1e-3, 'warmup_steps': 0, 'eval_every': 25},
         # SGD for whole epochs costs epochs x train examples per network: run on the first test members only.
         'sgd_members': {'mlp': 64, 'cnn': 8},
-        # Does the single-shot gain grow with training? One ScaleGMN trained 4x longer on the CNN-tanh zoo.
-        'longer': {'zoo': 'digits-cnn-tanh', 'steps': 1600, 'eval_every': 100},
+        # Does the single-shot gain grow with training? One ScaleGMN and one GMN trained 4x longer on one zoo.
+        'longer': {'zoo': 'digits-cnn-tanh', 'steps': 1600, 'eval_every': 100, 'variants': ('scalegmn', 'gmn')},
         'sgd_epochs': amortized.SGD_EPOCHS,
         'tune_members': 4,
         'match_check_every': 5,
@@ -178,6 +178,19 @@ def trained_metanet(
     return meta_params, history, seconds
 
 
+def train_config(config: dict, model: str, **fields) -> amortized.TrainConfig:
+    """The scale's metanetwork training for one architecture."""
+    return amortized.TrainConfig(**{**config['train'], **config.get('train_overrides', {}).get(model, {}), **fields})
+
+
+def metanet_run(config: dict, zoo: amortized.Zoo, variant: str, seed: int, workdir: str, progress: bool):
+    """One variant's training seed on one zoo (cached under ``workdir/meta``): meta-parameters, history, seconds."""
+    cfg = zoo.config
+    metanet = amortized.ScaleGMN(activation=cfg.activation, symmetry=VARIANTS[variant], **config['metanet'])
+    path = os.path.join(workdir, 'meta', zoo_name(config, cfg.model, cfg.activation), f'{variant}-seed{seed}')
+    return trained_metanet(zoo, metanet, train_config(config, cfg.model, seed=seed), path, progress)
+
+
 def _percent(values) -> list:
     return np.round(100 * np.asarray(values, np.float64), 3).tolist()
 
@@ -201,6 +214,57 @@ def comparison(a, b) -> dict:
     return dataclasses.asdict(evaluation.compare(difference, np.zeros(difference.shape[1])))
 
 
+def variant_entry(config: dict, zoo: amortized.Zoo, variant: str, workdir: str, progress: bool) -> tuple[dict, object]:
+    """One variant over the scale's training seeds on a zoo: its entry (test accuracy per seed and member, cost,
+    training) and the first seed's meta-parameters."""
+    test = zoo.split('test')
+    task = zoo.task(train_config(config, zoo.config.model).batch_size)
+    initial = amortized.evaluate_stack(task, test.params, 'test')['accuracy'].mean()
+    runs, first = [], None
+    for seed in range(config['seeds']):
+        meta_params, history, seconds = metanet_run(config, zoo, variant, seed, workdir, progress)
+        if first is None:
+            first = meta_params
+        new_stack, per_network, latency = amortized.timed_finetune(meta_params, test.params)
+        best = min(history, key=lambda h: h['validation'])
+        runs.append(
+            {
+                'accuracy': amortized.evaluate_stack(task, new_stack, 'test')['accuracy'],
+                'steps_trained': history[-1]['step'],
+                'best_step': best['step'],
+                'train_seconds': round(seconds, 1),
+                'seconds_per_network': per_network,
+                'latency_s': latency,
+                'history': history,
+            }
+        )
+        print(
+            f'   {first.config.name} seed {seed}: {100 * runs[-1]["accuracy"].mean():.1f} % '
+            f'(initial {100 * initial:.1f} %), {history[-1]["step"]} steps',
+            file=sys.stderr,
+        )
+    stacked = np.stack([r.pop('accuracy') for r in runs])
+    entry = {
+        'name': first.config.name,
+        'meta_parameters': int(first.num_parameters),
+        **summary(stacked),
+        'per_seed_member': [_percent(row) for row in stacked],
+        'runs': runs,
+    }
+    return entry, first
+
+
+def metanet_comparisons(result: dict) -> dict:
+    """ScaleGMN against GMN, and each against the initial networks, from a zoo's result."""
+    scalegmn, gmn = (np.asarray(result['metanets'][v]['per_seed_member']) / 100 for v in ('scalegmn', 'gmn'))
+    initial = np.asarray(result['initial']['per_member']) / 100
+    return {
+        'scalegmn_vs_gmn': comparison(scalegmn, gmn),
+        'scalegmn_vs_initial': comparison(scalegmn, initial),
+        'gmn_vs_initial': comparison(gmn, initial),
+    }
+
+
 def study_zoo(config: dict, model: str, activation: str, workdir: str, data_dir: str | None, progress: bool) -> dict:
     """One zoo's results, cached in ``workdir/results/<zoo>.json``."""
     name = zoo_name(config, model, activation)
@@ -216,7 +280,7 @@ def study_zoo(config: dict, model: str, activation: str, workdir: str, data_dir:
     zoo_seconds = time.perf_counter() - started
     print(f'== {name}: {len(zoo)} members ({"reused" if reused else f"built in {zoo_seconds:.0f} s"})', file=sys.stderr)
     test, validation = zoo.split('test'), zoo.split('validation')
-    train = amortized.TrainConfig(**{**config['train'], **config.get('train_overrides', {}).get(model, {})})
+    train = train_config(config, model)
     task = zoo.task(train.batch_size)
     accuracy = lambda stack, l1=0.0: amortized.evaluate_stack(task, stack, 'test', l1=l1)
     initial = accuracy(test.params)
@@ -232,49 +296,9 @@ def study_zoo(config: dict, model: str, activation: str, workdir: str, data_dir:
     }
 
     trained = {}
-    for variant, symmetry in VARIANTS.items():
-        metanet = amortized.ScaleGMN(activation=activation, symmetry=symmetry, **config['metanet'])
-        runs = []
-        for seed in range(config['seeds']):
-            path = os.path.join(workdir, 'meta', name, f'{variant}-seed{seed}')
-            meta_params, history, seconds = trained_metanet(
-                zoo, metanet, dataclasses.replace(train, seed=seed), path, progress
-            )
-            new_stack, per_network, latency = amortized.timed_finetune(meta_params, test.params)
-            best = min(history, key=lambda h: h['validation'])
-            runs.append(
-                {
-                    'accuracy': accuracy(new_stack)['accuracy'],
-                    'steps_trained': history[-1]['step'],
-                    'best_step': best['step'],
-                    'train_seconds': round(seconds, 1),
-                    'seconds_per_network': per_network,
-                    'latency_s': latency,
-                    'history': history,
-                }
-            )
-            print(
-                f'   {metanet.name} seed {seed}: {100 * runs[-1]["accuracy"].mean():.1f} % '
-                f'(initial {100 * initial["accuracy"].mean():.1f} %), {history[-1]["step"]} steps',
-                file=sys.stderr,
-            )
-            if seed == 0:
-                trained[variant] = meta_params
-        stacked = np.stack([r.pop('accuracy') for r in runs])
-        result['metanets'][variant] = {
-            'name': metanet.name,
-            'meta_parameters': int(trained[variant].num_parameters),
-            **summary(stacked),
-            'per_seed_member': [_percent(row) for row in stacked],
-            'runs': runs,
-        }
-    scalegmn = np.asarray(result['metanets']['scalegmn']['per_seed_member']) / 100
-    gmn = np.asarray(result['metanets']['gmn']['per_seed_member']) / 100
-    result['comparisons'] = {
-        'scalegmn_vs_gmn': comparison(scalegmn, gmn),
-        'scalegmn_vs_initial': comparison(scalegmn, initial['accuracy']),
-        'gmn_vs_initial': comparison(gmn, initial['accuracy']),
-    }
+    for variant in VARIANTS:
+        result['metanets'][variant], trained[variant] = variant_entry(config, zoo, variant, workdir, progress)
+    result['comparisons'] = metanet_comparisons(result)
 
     # The single shot's cost: one vmapped ScaleGMN call over the test members, per network (seed 0's timing).
     shot_seconds = result['metanets']['scalegmn']['runs'][0]['seconds_per_network']
@@ -298,6 +322,7 @@ def study_zoo(config: dict, model: str, activation: str, workdir: str, data_dir:
             'learning_rate': learning_rate,
             'per_member': _percent(same),
         }
+    scalegmn = np.asarray(result['metanets']['scalegmn']['per_seed_member']) / 100
     result['comparisons']['scalegmn_vs_sgd_same_time'] = comparison(
         scalegmn, np.asarray(result['sgd_same_time']['per_member']) / 100
     )
@@ -371,37 +396,36 @@ def study_zoo(config: dict, model: str, activation: str, workdir: str, data_dir:
 
 
 def longer_training(config: dict, workdir: str, data_dir: str | None, progress: bool) -> dict:
-    """``config['longer']``: ScaleGMN (seed 0) trained ``steps`` steps without early stopping on one zoo."""
+    """``config['longer']``: each variant (seed 0) trained ``steps`` steps without early stopping on one zoo."""
     longer = config['longer']
     model, activation = longer['zoo'].split('-')[-2:]
     zoo, _ = io.cached_zoo(
         os.path.join(workdir, 'zoos', longer['zoo']), zoo_config(config, model, activation, data_dir), progress=progress
     )
-    overrides = config.get('train_overrides', {}).get(model, {})
-    train = amortized.TrainConfig(
-        **{
-            **config['train'],
-            **overrides,
-            'steps': longer['steps'],
-            'eval_every': longer['eval_every'],
-            'patience': None,
-        }
-    )
-    metanet = amortized.ScaleGMN(activation=activation, **config['metanet'])
-    path = os.path.join(workdir, 'meta', longer['zoo'], f'scalegmn-{longer["steps"]}-steps-seed0')
-    meta_params, history, seconds = trained_metanet(zoo, metanet, train, path, progress)
+    train = train_config(config, model, steps=longer['steps'], eval_every=longer['eval_every'], patience=None)
     test = zoo.split('test')
-    new_stack = jax.vmap(amortized.finetune, in_axes=(None, 0))(meta_params, test.params)
-    accuracy = amortized.evaluate_stack(zoo.task(train.batch_size), new_stack, 'test')['accuracy']
-    best = min(history, key=lambda h: h['validation'])
-    return {
-        'zoo': longer['zoo'],
-        'steps': longer['steps'],
-        'best_step': best['step'],
-        'train_seconds': round(seconds, 1),
-        **summary(accuracy),
-        'history': history,
-    }
+    result = {'zoo': longer['zoo'], 'steps': longer['steps'], 'per_member': {}}
+    for variant in longer['variants']:
+        metanet = amortized.ScaleGMN(activation=activation, symmetry=VARIANTS[variant], **config['metanet'])
+        path = os.path.join(workdir, 'meta', longer['zoo'], f'{variant}-{longer["steps"]}-steps-seed0')
+        meta_params, history, seconds = trained_metanet(zoo, metanet, train, path, progress)
+        new_stack = jax.vmap(amortized.finetune, in_axes=(None, 0))(meta_params, test.params)
+        accuracy = amortized.evaluate_stack(zoo.task(train.batch_size), new_stack, 'test')['accuracy']
+        best = min(history, key=lambda h: h['validation'])
+        result[variant] = {
+            'name': metanet.name,
+            'best_step': best['step'],
+            'train_seconds': round(seconds, 1),
+            **summary(accuracy),
+            'history': history,
+        }
+        result['per_member'][variant] = accuracy
+    initial = amortized.evaluate_stack(zoo.task(train.batch_size), test.params, 'test')['accuracy']
+    per_member = result.pop('per_member')
+    result['comparisons'] = {f'{v}_vs_initial': comparison(per_member[v], initial) for v in per_member}
+    if {'scalegmn', 'gmn'} <= set(per_member):
+        result['comparisons']['scalegmn_vs_gmn'] = comparison(per_member['scalegmn'], per_member['gmn'])
+    return result
 
 
 def run(config: dict, models, activations, workdir: str, data_dir: str | None, progress: bool) -> dict:

@@ -25,7 +25,8 @@ class ScaleGMNNetwork(nn.Module):
 
     ``symmetric=False`` is the GMN control: the same modules, widths and parameter names, with the symmetry
     constraints switched off and nothing else: Dense layers get biases, invariants see ``z`` itself instead
-    of its canonical form, hidden neurons get a learned embedding, and the network is not scale-normalised.
+    of its canonical form, hidden neurons get a learned embedding, and the network is not scale-normalised (its
+    features are bounded by ``squash`` instead, as for sign flips; unbounded products overflow on ReLU zoos).
     """
 
     group: str

@@ -19,8 +19,8 @@ multiplied back).
 
 With ``symmetry='none'`` the same layers, widths and parameters are built with the symmetry constraints
 switched off (Dense layers with biases, invariants of ``z`` itself rather than its canonical form, embeddings
-for hidden neurons, no scale normalisation): the GMN ablation of Kuipers et al., equivariant to permutations
-only, differing from ScaleGMN in nothing else.
+for hidden neurons, no scale normalisation, so features are bounded like those of the sign-flip layers): the
+GMN ablation of Kuipers et al., equivariant to permutations only, differing from ScaleGMN in nothing else.
 
 References:
   Kalogeropoulos et al., *Scale Equivariant Graph Metanetworks*, NeurIPS 2024.

@@ -169,7 +169,7 @@ def train_metanetwork(
         val_loss = evaluate(meta_params)
         history.append({'step': step, 'train': float(np.mean(losses)), 'validation': val_loss})
         losses = []
-        if val_loss < best_loss:
+        if val_loss < best_loss or not np.isfinite(best_loss):
             best, best_loss, since_best = meta_params, val_loss, 0
         else:
             since_best += 1

@@ -125,9 +125,13 @@ def group_dense(features: int, group: str, symmetric: bool = True, **kwargs) -> 
     return nn.Dense(features, use_bias=not constrained(group, symmetric), **kwargs)
 
 
-def squash(x: jax.Array, group: str) -> jax.Array:
-    """``x / sqrt(1 + mean(x²))``: bounds features, equivariant to sign flips (identity for ``'scale'``)."""
-    if group == 'scale':
+def squash(x: jax.Array, group: str, symmetric: bool = True) -> jax.Array:
+    """``x / sqrt(1 + mean(x²))``: bounds features, equivariant to sign flips.
+
+    The identity for ``'scale'``, whose positive-scaling equivariance forbids it (scale-equivariant networks are
+    kept bounded by scale-normalising their input instead); unconstrained maps of either group are bounded.
+    """
+    if group == 'scale' and constrained(group, symmetric):
         return x
     return x * jax.lax.rsqrt(1.0 + jnp.mean(x * x, axis=-1, keepdims=True))
 
@@ -223,8 +227,8 @@ class ScaleGMNLayer(nn.Module):
             backward = equivariant()(h_send, [inv_z, inv_e, graph.edge_context])
             parts.append(jax.ops.segment_sum(backward, graph.senders, n_node) / graph.out_degree)
         u = jnp.concatenate(parts, axis=-1)
-        h = squash(h + equivariant()(u, [invariant()(u), graph.node_context]), group)
+        h = squash(h + equivariant()(u, [invariant()(u), graph.node_context]), group, symmetric)
         pair = product()(h[graph.receivers], inverse(h[graph.senders], group))
         v = jnp.concatenate([e, pair], axis=-1)
         e = e + equivariant()(v, [invariant()(v), inv_e, graph.edge_context])
-        return h, squash(e, group)
+        return h, squash(e, group, symmetric)
