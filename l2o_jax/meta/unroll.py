@@ -57,13 +57,14 @@ class InnerState(NamedTuple):
 def learned_transform_for(meta_params: MetaParams, task) -> optax.GradientTransformationExtraArgs:
     """The learned optimizer configured for the task's architecture: its activations and, for a model that is no
     plain chain of layers (a ResNet, a transformer), its computation, from which graph families read residual
-    edges, normalisation parameters and attention.
+    edges, normalisation parameters and attention. A task without ``is_chain`` (e.g. a test problem) counts as a
+    chain.
 
     Example:
       >>> tx = learned_transform_for(meta_params, image_task('digits', model='resnet', width=8))
     """
     options = {"activations": task.activations}
-    if not task.is_chain and "apply_fn" in inspect.signature(meta_params.config.transform).parameters:
+    if not getattr(task, "is_chain", True) and "apply_fn" in inspect.signature(meta_params.config.transform).parameters:
         options.update(apply_fn=task.apply, example_input=task.example_input())
     return meta_params.config.transform(meta_params, **options)
 
