@@ -158,6 +158,10 @@ def render(data: dict) -> str:
         "members; the best is kept. All accuracies are on the data's test split, averaged over the zoo's test members. "
         "Spreads: ± std of the seeds' means, and the mean std over members. Intervals: 95 % bootstrap over seeds "
         "and test members (paired by member).",
+        *(
+            f"{model.upper()} zoos instead: " + ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in fields.items()) + "."
+            for model, fields in config.get("train_overrides", {}).items()
+        ),
         f"Seed 002 on its CNN-tanh zoo: initial {paper['initial']} %, ScaleGMN-B {paper['scalegmn']} %, GMN-B "
         f"{paper['gmn']} %, SGD-150 {paper['sgd_150']} %.",
         "## Acceptance (issue 17)",
