@@ -171,7 +171,7 @@ def main(argv: list[str] | None = None) -> list[str]:
         if label not in study["selection"]:
             parser.error(f"the study did not meta-train {label!r}; it has {sorted(study['selection'])}")
         seed = chosen_meta_run(study["selection"][label])
-        meta_params = io.load_meta_params(os.path.join(args.workdir, report.slug(label), f"seed{seed}", "selected"))
+        meta_params = io.load_meta_params(study.selected_path(args.workdir, label, seed))
         record = entry_record(study, label, seed, command)
         record["long_run"] = long_run(meta_params, record["evaluation"]["task_args"], args.long_steps)
         pretrained.save(name, meta_params, record, directory=args.directory)

@@ -3,11 +3,11 @@
 A result JSON ``{"kind": k, ...}`` is rendered by ``RENDERERS[k]``. Adding a kind is one module here::
 
     # experiments/pages/my_study.py
-    from experiments.pages import objective_table, renderer
+    from experiments.pages import final_table, renderer
 
     @renderer("my_study")
     def render(data: dict) -> str:
-        return objective_table(data["curves"], marks=(100, 1000))
+        return final_table(data["tasks"])
 
 Every module of this package is imported when the package is, so registering needs nothing else.
 """
@@ -18,11 +18,9 @@ import importlib
 import pkgutil
 from typing import Callable
 
-import numpy as np
-
 from l2o_jax.study import slug  # noqa: F401  (re-exported for the pages)
-from l2o_jax.study.report import across_runs  # noqa: F401
-from l2o_jax.study.report import mean_std
+from l2o_jax.study.report import across_runs  # noqa: F401  (re-exported for the pages)
+from l2o_jax.study.report import mean_std  # noqa: F401
 from l2o_jax.study.report import verdict  # noqa: F401
 
 #: Page renderers by the JSON's ``kind``: ``data -> markdown`` (the page's body, without title or provenance).
@@ -50,23 +48,6 @@ def renderer(kind: str):
 
 
 # --- table helpers -------------------------------------------------------------------------------------
-
-
-def at_step(curve: dict, key: str, step: int) -> np.ndarray:
-    """A curve's per-seed values of ``key`` (``'eval_loss'`` or ``'eval_accuracy'``) at ``step``."""
-    return np.asarray(curve[key])[:, list(curve["eval_steps"]).index(step)]
-
-
-def objective_table(curves: list[dict], marks: tuple[int, ...], key: str = "eval_loss") -> str:
-    """Markdown: each curve's ``key`` at ``marks`` and its mean over the run, mean ± std over seeds."""
-    rows = [
-        "| optimizer | " + " | ".join(f"step {m}" for m in marks) + " | mean over run |",
-        "|---" * (len(marks) + 2) + "|",
-    ]
-    for c in curves:
-        cells = [mean_std(at_step(c, key, m)) for m in marks] + [mean_std(np.asarray(c[key]).mean(1))]
-        rows.append(f"| {c['name']} | " + " | ".join(cells) + " |")
-    return "\n".join(rows)
 
 
 def final_table(curves_by_task: dict[str, list[dict]], split: str = "test") -> str:

@@ -4,15 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 
+from experiments.pages import across_runs
 from experiments.pages import mean_std
 from experiments.pages import renderer
 from experiments.pages import verdict
-
-
-def _across_runs(values, scale: float = 1.0, digits: int = 4) -> str:
-    """Mean ± std across meta-runs of each run's mean over seeds (a diverged run shows as inf or nan)."""
-    per_run = scale * np.asarray(values, np.float64).mean(-1)
-    return f"{per_run.mean():.{digits}f} ± {per_run.std():.{digits}f}"
 
 
 def _meta_training(data: dict) -> str:
@@ -66,9 +61,9 @@ def _comparisons(entry: dict) -> str:
             loss, acc = c["eval_loss"], c["eval_accuracy"]
             train = np.stack([_train_loss(r, step) for r in entry["curves"]["learned"][c["trainer"]]])
             rows.append(
-                f"| {step} | {c['trainer']} ({len(loss['learned'])} meta-runs) | {_across_runs(train)} | "
-                f"{_across_runs(loss['learned'])} | "
-                f"{_across_runs(acc['learned'], 100, 2)} | {verdict(loss, 1, 4)} vs {c['baseline']} | "
+                f"| {step} | {c['trainer']} ({len(loss['learned'])} meta-runs) | {across_runs(train, 1.0, 4)} | "
+                f"{across_runs(loss['learned'], 1.0, 4)} | "
+                f"{across_runs(acc['learned'])} | {verdict(loss, 1, 4)} vs {c['baseline']} | "
                 f"{verdict(acc, 100, 2)} |"
             )
         for label, by_horizon in entry["curves"]["baselines"].items():

@@ -176,7 +176,7 @@ def quickstart_preset() -> StudyConfig:
 
 
 def paper_preset() -> StudyConfig:
-    """Seed 000's protocol (GPU): FashionMNIST CNN-32, K = 100, 1000 outer steps, Adam 3e-4 cosine; judged on
+    """Sbicego et al.'s protocol (GPU): FashionMNIST CNN-32, K = 100, 1000 outer steps, Adam 3e-4 cosine; judged on
     CIFAR10 with a CNN-64 for 1000 steps over 5 seeds against tuned Adam and RMSProp."""
     family = TaskFamily(datasets=("fashion_mnist",), models=("cnn",), widths=(32,), depths=(3,), batch_size=128)
     meta = MetaTrainConfig(

@@ -32,15 +32,16 @@ def verdict(c: dict, scale: float, digits: int) -> str:
     return f"**{c['verdict']}** ({m:+.{digits}f}, CI {lo:+.{digits}f} to {hi:+.{digits}f})"
 
 
-def across_runs(values) -> str:
-    """``'95.10 ± 0.40'``: mean ± std across meta-runs of the per-run mean over seeds, in %.
+def across_runs(values, scale: float = 100.0, digits: int = 2) -> str:
+    """``'95.10 ± 0.40'``: mean ± std across meta-runs of the per-run mean over seeds (``[runs, seeds]``), times
+    ``scale`` (default: fractions as %); a diverged run shows as inf or nan.
 
     Example:
       >>> across_runs([[0.9, 0.92], [0.94, 0.96]])
       '93.00 ± 2.00'
     """
-    per_run = 100 * np.asarray(values, np.float64).reshape(-1, np.shape(values)[-1]).mean(1)
-    return f"{per_run.mean():.2f} ± {per_run.std():.2f}"
+    per_run = scale * np.asarray(values, np.float64).reshape(-1, np.shape(values)[-1]).mean(1)
+    return f"{per_run.mean():.{digits}f} ± {per_run.std():.{digits}f}"
 
 
 def describe_meta_training(protocol: dict) -> str:
