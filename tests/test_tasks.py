@@ -182,6 +182,12 @@ def test_tfds_source_with_mock_data(tmp_path, name, shape, num_classes):
     assert data.train_x.dtype == jnp.uint8 and data.test_y.dtype == jnp.int32
     assert (data.input_shape, data.num_classes, data.mean.shape) == (shape, num_classes, (shape[-1],))
     assert int(data.train_y.max()) < num_classes
+    reduced = principal_components(data, 24)  # fewer training examples (18) than values: all 24 components anyway
+    covariance = np.cov(np.asarray(reduced.train_x, np.float64).T)
+    variances = np.diag(covariance)
+    assert reduced.input_shape == (24,) and np.all(np.diff(variances) <= 1e-6 * variances[0])  # leading first
+    np.testing.assert_allclose(covariance - np.diag(variances), 0.0, atol=1e-5 * variances[0])  # uncorrelated
+    np.testing.assert_allclose(variances[17:], 0.0, atol=1e-5 * variances[0])  # rank 17 once centred
 
 
 def test_unprepared_tfds_dataset_names_offline_alternatives(tmp_path):
