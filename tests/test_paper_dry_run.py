@@ -2,6 +2,7 @@
 code path: ``tfds.testing.mock_data`` stands in for the prepared datasets (right shapes, random pixels) and
 the network is switched off."""
 
+import dataclasses
 import importlib
 import json
 import math
@@ -82,17 +83,20 @@ def test_improvements_meta_trains_recurrent_gnn(scripts, tmp_path):
     assert (tmp_path / "improvements_paper_dry_run.md").exists()
 
 
-def test_li_malik_meta_trains_on_mnist_and_runs_on_cifar10_and_cifar100(scripts, tmp_path, monkeypatch):
-    """All the trainers (one meta-seed each); Adam is the only tuned baseline here (SGD, momentum, AdaGrad and
-    RMSProp are the same tuning and evaluation code)."""
+def test_li_malik_meta_trains_on_mnist_and_runs_on_cifar10(scripts, tmp_path, monkeypatch):
+    """All the trainers (one meta-seed each), judged on CIFAR-10 only: CIFAR-100 is the same per-dataset stage on
+    other data (its tfds loading and principal components: tests/test_tasks.py). Adam is the only tuned baseline
+    here (SGD, momentum, AdaGrad and RMSProp are the same tuning and evaluation code)."""
     li_malik = scripts("li_malik")
     monkeypatch.setattr(li_malik, "BASELINES", {"Adam": "adam"})
+    dry_run = li_malik.dry_run
+    monkeypatch.setattr(li_malik, "dry_run", lambda s: dataclasses.replace(dry_run(s), eval_datasets=("cifar10",)))
     li_malik.main(["--scale", "paper", "--dry-run", "--out", str(tmp_path), "--workdir", str(tmp_path / "w")])
     data = json.loads((tmp_path / "li_malik_paper_dry_run.json").read_text())
     assert data["protocol"]["train_task"].startswith("mnist-pca48/mlp-w48")
-    assert list(data["datasets"]) == ["cifar10", "cifar100"] and data["not_run"] == []
+    assert list(data["datasets"]) == ["cifar10"] and data["not_run"] == []
     for entry in data["datasets"].values():
-        assert entry["task"].startswith(("cifar10-pca48/", "cifar100-pca48/")) and entry["held_out"]
+        assert entry["task"].startswith("cifar10-pca48/") and entry["held_out"]
         learned = entry["curves"]["learned"]
         assert list(learned) == ["GPS", "GPS, adaptive KL bound", "GPS, next-gradient cost", "ES", "PES", "REINFORCE"]
         assert all(len(runs) == 1 for runs in learned.values())
