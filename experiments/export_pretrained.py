@@ -46,7 +46,9 @@ def long_run(meta_params, task_args: dict, steps: int, seeds: int = 5) -> dict:
       >>> long_run(pretrained.load('ng-gnn-digits'), {'dataset': 'digits', 'width': 16, 'depth': 2}, 5000)
     """
     task = image_task(**task_args)
-    result = evaluation.evaluate(learned_transform_for(meta_params, task), task, steps, seeds, eval_every=steps // 20)
+    result = evaluation.evaluate(
+        learned_transform_for(meta_params, task, total_steps=steps), task, steps, seeds, eval_every=steps // 20
+    )
     accuracy = result.eval_accuracy.mean(0)
     return {
         "task": task.name,

@@ -114,7 +114,11 @@ def _evaluate(args) -> None:
     )
     results = [
         evaluation.evaluate(
-            learned_transform_for(meta, task), task, args.steps, args.seeds, name=type(meta.config).__name__
+            learned_transform_for(meta, task, total_steps=args.steps),
+            task,
+            args.steps,
+            args.seeds,
+            name=type(meta.config).__name__,
         )
     ]
     if args.baseline:

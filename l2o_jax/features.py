@@ -39,6 +39,9 @@ class FeatureConfig:
         values are fed (then the meta-network must cope with the gradients' scale itself).
       step_timescales: the step count enters as tanh(t / s) for each s.
       eps: added under the square root of the second moment.
+      progress_scales: the fraction of the run done, ``f = t / total_steps``, enters as tanh(k * f) for each k
+        (VeLO's progress embedding): an optimizer that knows where the run ends can anneal, as a cosine
+        schedule does. Non-empty scales make ``total_steps=`` a required argument of the optax transform.
     """
 
     betas: tuple[float, ...] = (0.5, 0.9, 0.99, 0.999, 0.9999)
@@ -47,6 +50,7 @@ class FeatureConfig:
     normalize: bool = True
     step_timescales: tuple[float, ...] = (1, 3, 10, 30, 100, 300, 1000, 3000, 10000)
     eps: float = 1e-8
+    progress_scales: tuple[float, ...] = ()
 
     @property
     def num_parameter_features(self) -> int:
@@ -55,13 +59,17 @@ class FeatureConfig:
 
     @property
     def num_global_features(self) -> int:
-        """Step embedding plus (log loss, has-loss flag)."""
-        return len(self.step_timescales) + 2
+        """Step embedding, progress embedding, (log loss, has-loss flag)."""
+        return len(self.step_timescales) + len(self.progress_scales) + 2
 
 
 #: What long-horizon learned optimizers see: the default features with step-count features that saturate within
 #: the meta-training horizon (``SATURATING_STEP_TIMESCALES``).
 LONG_HORIZON_FEATURES = FeatureConfig(step_timescales=SATURATING_STEP_TIMESCALES)
+
+#: ``LONG_HORIZON_FEATURES`` plus where the run is (the fraction done, ``progress_scales``): for learned optimizers
+#: told the run's length (``total_steps=``), as a learning-rate schedule is.
+RUN_LENGTH_FEATURES = FeatureConfig(step_timescales=SATURATING_STEP_TIMESCALES, progress_scales=(1, 3, 10, 30))
 
 
 class FeatureState(NamedTuple):
@@ -169,15 +177,23 @@ def parameter_features(params, grads, state: FeatureState, config: FeatureConfig
     return jax.tree.map(per_leaf, params, grads, state.momenta, state.second_moment)
 
 
-def global_features(count: jax.Array, value, config: FeatureConfig) -> jax.Array:
-    """Step embedding and loss features, shape ``(config.num_global_features,)``.
+def global_features(count: jax.Array, value, config: FeatureConfig, total_steps=None) -> jax.Array:
+    """Step embedding, progress embedding (when ``config.progress_scales``; ``total_steps`` is then the run's
+    length) and loss features, shape ``(config.num_global_features,)``.
 
     Example:
       >>> global_features(jnp.asarray(10), None, FeatureConfig()).shape
       (11,)
+      >>> global_features(jnp.asarray(10), None, FeatureConfig(progress_scales=(1, 3)), total_steps=100).shape
+      (13,)
     """
     t = count.astype(jnp.float32)
     steps = jnp.tanh(t / jnp.asarray(config.step_timescales, jnp.float32))
+    if config.progress_scales:
+        if total_steps is None:
+            raise ValueError("FeatureConfig.progress_scales needs total_steps, the length of the training run.")
+        fraction = jnp.clip(t / jnp.maximum(jnp.asarray(total_steps, jnp.float32), 1.0), 0.0, 1.0)
+        steps = jnp.concatenate([steps, jnp.tanh(fraction * jnp.asarray(config.progress_scales, jnp.float32))])
     if value is None:
         loss = jnp.zeros((2,), jnp.float32)
     else:

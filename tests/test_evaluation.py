@@ -12,7 +12,9 @@ import l2o_jax
 from l2o_jax import evaluation
 from l2o_jax import study
 from l2o_jax.cli import main as cli_main
+from l2o_jax.features import RUN_LENGTH_FEATURES
 from l2o_jax.meta import FullUnrollBPTT
+from l2o_jax.optimizers import OutputConfig
 from l2o_jax.tasks import image_task
 
 
@@ -100,7 +102,9 @@ def test_quickstart_pipeline_end_to_end(tmp_path):
     family = dataclasses.replace(config.meta.task_family, models=("mlp",), widths=(8,), batch_size=32)
     meta = dataclasses.replace(
         config.meta,
-        learned_optimizer=l2o_jax.GraphL2O(hidden=8, layers=1),
+        learned_optimizer=l2o_jax.GraphL2O(
+            hidden=8, layers=1, features=RUN_LENGTH_FEATURES, output=OutputConfig(init_lr=0.01, schedule="cosine")
+        ),
         task_family=family,
         estimator=FullUnrollBPTT(lengths=(10,), num_tasks=2),
     )
@@ -123,12 +127,16 @@ def test_quickstart_pipeline_end_to_end(tmp_path):
     for name in ("results.md", "summary.json", "study.json", f"{study.slug(label)}.png"):
         assert (tmp_path / name).exists(), name
     runs = data["selection"]["GraphL2O"]
-    assert [r["meta_seed"] for r in runs] == [0, 1] and all(r["selected_step"] in (1, 2, 3, 4) for r in runs)
+    assert [r["meta_seed"] for r in runs] == [0, 1] and all(r["selected_step"] in (0, 1, 2, 3, 4) for r in runs)
     for index in (0, 1):  # one meta-training run per meta-seed, its checkpoint picked and saved
         assert (tmp_path / "graphl2o" / f"seed{index}" / "metrics.jsonl").exists()
     curves = task["curves"]["learned"]["GraphL2O"]
     assert curves[0]["eval_loss"] != curves[1]["eval_loss"]  # independent meta-training runs
     assert sorted(task["tuned"]["adam"]) == ["10", "20"]  # Adam tuned once for each horizon
+    # told the run's length, the learned optimizer meets the 10-step baseline on a 10-step run of its own
+    assert [len(c["eval_steps"]) for c in task["curves"]["learned_at"]["GraphL2O"]["10"]] == [2, 2]
+    first = task["tuned"]["adam"]["10"]  # 1e-2, the grid's top, is too small for 10 steps: the grid widens
+    assert max(s["learning_rate"] for s in first["scores"]) > 1e-2 and len(first["scores"]) > 2
     assert {(c["baseline"], c["step"]) for c in task["comparisons"]} == {("adam", 10), ("adam", 20)}
     for c in task["comparisons"]:
         accuracy = c["eval_accuracy"]

@@ -1,5 +1,8 @@
 """Long-horizon meta-training: persistent optimizees carried across truncations and reset at sampled horizons."""
 
+import dataclasses
+
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -7,9 +10,13 @@ import pytest
 from test_meta import LearnedStepSGD
 from test_meta import quadratic
 
+from l2o_jax.features import FeatureConfig
+from l2o_jax.features import global_features
 from l2o_jax.meta import PES
 from l2o_jax.meta import LogUniformHorizon
 from l2o_jax.meta import TruncatedBPTT
+from l2o_jax.optimizers import MLPL2O
+from l2o_jax.optimizers import OutputConfig
 
 
 def _run(estimator, outer_steps, key=0):
@@ -75,3 +82,55 @@ def test_log_uniform_horizon_is_checked_and_log_uniform():
     # log-uniform: each decade holds about half the draws
     assert abs(np.mean(draws < 100) - 0.5) < 0.02, np.mean(draws < 100)
     assert jnp.issubdtype(draws.dtype, jnp.integer)
+
+
+RUN_LENGTH_AWARE = MLPL2O(
+    hidden=(4,), features=FeatureConfig(progress_scales=(1.0, 10.0)), output=OutputConfig(schedule="cosine")
+)
+
+
+def test_each_optimizee_is_told_its_own_horizon_at_start_and_at_every_reset():
+    estimator = TruncatedBPTT(truncation_length=5, horizon=LogUniformHorizon(6, 30), num_tasks=8)
+    task, meta = quadratic(spread=0.1), RUN_LENGTH_AWARE.init(jax.random.key(0))
+    state = estimator.init(meta, task, jax.random.key(1))
+    estimate = jax.jit(estimator.estimate)
+    resets = 0
+    for i in range(12):
+        np.testing.assert_array_equal(state.inner.opt_state.total_steps, np.asarray(state.horizons, np.float32))
+        _, grads, new = estimate(meta, task, state, jax.random.key(10 + i))
+        assert all(np.isfinite(g).all() for g in jax.tree.leaves(grads))
+        resets += int((np.asarray(new.horizons) != np.asarray(state.horizons)).sum())
+        state = new
+    assert resets >= 4
+
+
+def test_cosine_schedule_scales_the_step_and_the_run_length_is_required():
+    params = {"x": jnp.linspace(-1.0, 1.0, 6)}
+    grads = {"x": jnp.linspace(0.5, -0.3, 6)}
+    constant = RUN_LENGTH_AWARE.init(jax.random.key(0))
+    constant = constant.replace(config=dataclasses.replace(RUN_LENGTH_AWARE, output=OutputConfig(schedule="constant")))
+    cosine = constant.replace(config=RUN_LENGTH_AWARE)
+
+    def step_at(meta, t):
+        tx = meta.transform(total_steps=40)
+        state = tx.init(params)
+        for _ in range(t):
+            update, state = tx.update(grads, state, params)
+        return update["x"]
+
+    for t, factor in ((1, 1.0), (21, 0.5), (41, 0.0)):
+        chex.assert_trees_all_close(step_at(cosine, t), factor * step_at(constant, t), atol=1e-7)
+    with pytest.raises(ValueError, match="total_steps"):
+        cosine.transform().init(params)
+    with pytest.raises(ValueError, match="total_steps must be at least 1"):
+        cosine.transform(total_steps=0)
+
+
+def test_progress_features_saturate_at_the_end_of_the_run():
+    config = FeatureConfig(step_timescales=(1.0,), progress_scales=(1.0, 4.0))
+    start, middle, end, past = (global_features(jnp.asarray(t), None, config, 100) for t in (0, 50, 100, 500))
+    np.testing.assert_allclose(middle[1:3], np.tanh([0.5, 2.0]), rtol=1e-6)
+    np.testing.assert_allclose(start[1:3], 0.0)
+    np.testing.assert_array_equal(end, past)  # past the announced end, nothing new is extrapolated
+    with pytest.raises(ValueError, match="total_steps"):
+        global_features(jnp.asarray(3), None, config)

@@ -144,7 +144,7 @@ def test_meta_training_lowers_the_meta_loss_on_fixed_tasks(tiny_run, tmp_path):
 def test_select_best_checkpoint_scores_every_checkpoint(tiny_run):
     task = FAMILY.sample(jax.random.key(0))
     best, meta_params, scores = select_best_checkpoint(tiny_run.workdir, LEARNED, [task], length=UNROLL, seeds=1)
-    assert sorted(scores) == checkpoint_steps(tiny_run.workdir) == [10, 20, 30]
+    assert sorted(scores) == checkpoint_steps(tiny_run.workdir) == [0, 10, 20, 30]
     assert scores[best] == min(scores.values())
     np.testing.assert_array_equal(
         meta_params.arrays["log_lr"],
@@ -220,7 +220,7 @@ def test_resume_after_a_kill_is_bit_identical_and_ignores_half_written_checkpoin
     checkpoints = tmp_path / "checkpoints"
     # orbax writes <step>.orbax-checkpoint-tmp and renames it when complete; fake one left by a kill mid-save.
     shutil.copytree(checkpoints / "10", checkpoints / "20.orbax-checkpoint-tmp")
-    assert checkpoint_steps(tmp_path) == [10]
+    assert checkpoint_steps(tmp_path) == [0, 10]
     resumed = meta_train(TINY, tmp_path, progress=False)
     _assert_same_arrays(resumed.meta_params.arrays, tiny_run.meta_params.arrays)
     assert not (checkpoints / "20.orbax-checkpoint-tmp").exists()
@@ -309,7 +309,7 @@ def test_non_finite_steps_are_skipped_counted_and_stop_the_run(tmp_path):
     records = read_metrics(tmp_path / "metrics.jsonl")
     assert [r["finite"] for r in records] == [True, True, False, True, True, False, False, False]
     assert [r["skipped"] for r in records] == [0, 0, 1, 1, 1, 2, 3, 4]
-    assert checkpoint_steps(tmp_path) == list(range(1, 8))
+    assert checkpoint_steps(tmp_path) == list(range(0, 8))
     log_lr = {s: _log_lr(load_checkpoint(tmp_path, s, LearnedStepSGD()).arrays) for s in range(1, 8)}
     assert log_lr[3] == log_lr[2] and log_lr[6] == log_lr[7] == log_lr[5]  # skipped steps change nothing
     assert log_lr[1] != log_lr[2] != log_lr[4] != log_lr[5]  # the others do

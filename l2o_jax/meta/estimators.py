@@ -171,12 +171,18 @@ def _init_truncated(estimator, meta_params, task, key, count: int) -> tuple[Inne
     first run (its step counter only: the optimizer itself starts fresh), so resets are spread over outer steps
     from the start instead of all falling on the same one."""
     init_key, horizon_key, offset_key = jax.random.split(key, 3)
-    inner = jax.vmap(lambda k: init_inner_state(meta_params, task, k))(jax.random.split(init_key, count))
     horizons = sample_horizons(estimator.horizon, horizon_key, count)
+    inner = _fresh(meta_params, task, init_key, horizons)
     if estimator.stagger:
         offsets = jax.random.randint(offset_key, (count,), 0, jnp.maximum(horizons - estimator.truncation_length, 1))
         inner = inner._replace(step=offsets.astype(inner.step.dtype))
     return inner, horizons
+
+
+def _fresh(meta_params, task, key, horizons: jax.Array) -> InnerState:
+    """One fresh optimizee per horizon, each told its run's length."""
+    keys = jax.random.split(key, horizons.shape[0])
+    return jax.vmap(lambda k, h: init_inner_state(meta_params, task, k, total_steps=h))(keys, horizons)
 
 
 def _maybe_reset(
@@ -188,9 +194,9 @@ def _maybe_reset(
     once, replaces the finished ones in each."""
     done = sides[0].step >= horizons
     init_key, horizon_key = jax.random.split(key)
-    fresh = jax.vmap(lambda k: init_inner_state(meta_params, task, k))(jax.random.split(init_key, done.shape[0]))
-    pick = lambda new, old: jnp.where(done.reshape(done.shape + (1,) * (old.ndim - 1)), new, old)
     new_horizons = jnp.where(done, sample_horizons(estimator.horizon, horizon_key, done.shape[0]), horizons)
+    fresh = _fresh(meta_params, task, init_key, new_horizons)
+    pick = lambda new, old: jnp.where(done.reshape(done.shape + (1,) * (old.ndim - 1)), new, old)
     return tuple(jax.tree.map(pick, fresh, side) for side in sides), new_horizons, done
 
 

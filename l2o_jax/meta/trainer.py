@@ -217,12 +217,12 @@ def meta_train(
     """Meta-trains ``config.learned_optimizer`` and writes the run to ``workdir``; resumes if it was interrupted.
 
     The run directory gets ``config.json``, ``metrics.jsonl`` (one line per outer step: meta-loss, meta-grad
-    norm, whether it was finite, skipped steps so far, seconds), ``checkpoints/<step>`` every
-    ``checkpoint_every`` steps and at the end (orbax: meta-parameters, meta-optimizer state, estimator
-    states; written atomically, and a save a killed run left half-written is deleted, never restored) and
-    ``meta_training.png``. Every random draw derives from (seed, outer step), so starting again with the same
-    workdir continues from the last checkpoint and ends with the same meta-parameters, bit for bit, as an
-    uninterrupted run.
+    norm, whether it was finite, skipped steps so far, seconds), ``checkpoints/<step>`` at step 0 (the
+    initialisation, a candidate of checkpoint selection), every ``checkpoint_every`` steps and at the end (orbax:
+    meta-parameters, meta-optimizer state, estimator states; written atomically, and a save a killed run left
+    half-written is deleted, never restored) and ``meta_training.png``. Every random draw derives from (seed,
+    outer step), so starting again with the same workdir continues from the last checkpoint and ends with the
+    same meta-parameters, bit for bit, as an uninterrupted run.
 
     A non-finite meta-loss or meta-gradient skips the whole outer step (meta-update and estimator states)
     and is counted in ``metrics.jsonl``.
@@ -262,6 +262,8 @@ def meta_train(
         arrays, opt_state = replicate((arrays, opt_state))
         _keep_metrics(metrics_path, start)
         groups = _Groups(config.estimator, states_key, saved.get("estimator_states"))
+        if 0 not in manager.all_steps():  # the initialisation is a candidate of checkpoint selection too
+            manager.save(0, args=ocp.args.StandardSave({"arrays": arrays, "opt_state": opt_state}))
         end = config.outer_steps if stop_after is None else min(stop_after, config.outer_steps)
         bar = tqdm(
             range(start, end),

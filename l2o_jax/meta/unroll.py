@@ -54,11 +54,11 @@ class InnerState(NamedTuple):
     key: jax.Array
 
 
-def learned_transform_for(meta_params: MetaParams, task) -> optax.GradientTransformationExtraArgs:
+def learned_transform_for(meta_params: MetaParams, task, total_steps=None) -> optax.GradientTransformationExtraArgs:
     """The learned optimizer configured for the task's architecture: its activations and, for a model that is no
     plain chain of layers (a ResNet, a transformer), its computation, from which graph families read residual
     edges, normalisation parameters and attention. A task without ``is_chain`` (e.g. a test problem) counts as a
-    chain.
+    chain. ``total_steps``: the run's length, for optimizers that need it (``config.needs_total_steps``).
 
     Example:
       >>> tx = learned_transform_for(meta_params, image_task('digits', model='resnet', width=8))
@@ -66,16 +66,19 @@ def learned_transform_for(meta_params: MetaParams, task) -> optax.GradientTransf
     options = {"activations": task.activations}
     if not getattr(task, "is_chain", True) and "apply_fn" in inspect.signature(meta_params.config.transform).parameters:
         options.update(apply_fn=task.apply, example_input=task.example_input())
+    if total_steps is not None:
+        options.update(total_steps=total_steps)
     return meta_params.config.transform(meta_params, **options)
 
 
-def init_inner_state(meta_params: MetaParams, task, key: jax.Array) -> InnerState:
-    """A freshly initialised optimizee and optimizer state.
+def init_inner_state(meta_params: MetaParams, task, key: jax.Array, total_steps=None) -> InnerState:
+    """A freshly initialised optimizee and optimizer state, for a run of ``total_steps`` (may be traced; only
+    optimizers that know the run's length use it).
 
     Example:
-      >>> state = init_inner_state(meta_params, task, jax.random.key(0))
+      >>> state = init_inner_state(meta_params, task, jax.random.key(0), total_steps=1000)
     """
-    return init_state(task, learned_transform_for(meta_params, task).init, key)
+    return init_state(task, learned_transform_for(meta_params, task, total_steps).init, key)
 
 
 def _inner_value_and_grad(meta_params: MetaParams, task, config: UnrollConfig):
@@ -280,4 +283,4 @@ def fresh_unroll_loss(
       >>> grads = jax.grad(fresh_unroll_loss)(meta_params.arrays, meta_params, task, key, 100)
     """
     meta = meta_params.replace(arrays=meta_arrays)
-    return unroll(meta, task, init_inner_state(meta, task, key), length, config)[0]
+    return unroll(meta, task, init_inner_state(meta, task, key, total_steps=length), length, config)[0]

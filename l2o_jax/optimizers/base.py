@@ -70,12 +70,16 @@ class OutputConfig:
       magnitude_bound: ``b`` above: the network can scale a parameter's step by at most e^b either way.
       output_init_scale: standard deviation of the output layer's initial weights (small, not zero, so
         meta-gradients reach every meta-parameter from the first step).
+      schedule: ``'constant'``, or ``'cosine'``: every step is also multiplied by ``(1 + cos(pi t / T)) / 2``,
+        ``T`` the run's ``total_steps`` (then a required argument of the optax transform), the decay a
+        practitioner puts on Adam; the network learns the step around it.
     """
 
     base: str = "adam"
     init_lr: float = 1e-3
     magnitude_bound: float = 3.0
     output_init_scale: float = 1e-3
+    schedule: str = "constant"
 
     def describe(self) -> str:
         """How a step is formed, in words, for reports.
@@ -88,6 +92,8 @@ class OutputConfig:
             f"scaled by a learned per-parameter magnitude m (at most e^{self.magnitude_bound:g} either way, "
             f"b = {self.magnitude_bound:g}) and a learned global step size lr (initially {self.init_lr:g})"
         )
+        if self.schedule == "cosine":
+            scale += ", times a cosine decay (1 + cos(pi t / T)) / 2 over the run's T steps"
         if self.base == "adam":
             return (
                 "update = -lr * exp(b * tanh(m / b)) * (adam + d): Adam's bias-corrected direction plus a learned "
@@ -103,6 +109,8 @@ class OutputConfig:
             raise ValueError(f"OutputConfig.base must be 'adam' or 'none', got {self.base!r}.")
         if not self.init_lr > 0:
             raise ValueError(f"OutputConfig.init_lr must be positive, got {self.init_lr}.")
+        if self.schedule not in ("constant", "cosine"):
+            raise ValueError(f"OutputConfig.schedule must be 'constant' or 'cosine', got {self.schedule!r}.")
 
 
 def output_head(features: int, config: OutputConfig, name: str = "output") -> nn.Dense:
@@ -116,10 +124,12 @@ def output_head(features: int, config: OutputConfig, name: str = "output") -> nn
 
 
 class L2OState(NamedTuple):
-    """Optimizer state of every learned optimizer: feature statistics and the meta-network's recurrent state."""
+    """Optimizer state of every learned optimizer: feature statistics, the meta-network's recurrent state and the
+    run's length (``()`` when the optimizer does not use it)."""
 
     features: FeatureState
     recurrent: Any
+    total_steps: Any = ()
 
 
 def tiny_mlp_params(fan_in: int = 3, fan_out: int = 2) -> dict:
@@ -196,6 +206,11 @@ class LearnedOptimizer:
         return None
 
     # -- shared ---------------------------------------------------------------------------------------
+    @property
+    def needs_total_steps(self) -> bool:
+        """Whether the optax transform must be told the run's length (progress features or a cosine schedule)."""
+        return bool(self.features.progress_scales) or self.output.schedule != "constant"
+
     def init(self, key: jax.Array) -> MetaParams:
         """Fresh meta-parameters for this learned optimizer.
 
@@ -215,7 +230,7 @@ def _init_arrays(config: LearnedOptimizer, key: jax.Array) -> dict:
     params = config.stand_in_params()
     state = init_feature_state(params, config.features)
     feats = parameter_features(params, params, update_feature_state(state, params, config.features), config.features)
-    glob = global_features(state.count, None, config.features)
+    glob = global_features(state.count, None, config.features, total_steps=1)
     context = config.architecture_spec(params)
     extra = config.extra_arrays(key)
     inputs = config.step_inputs(extra, params, context)
@@ -249,11 +264,14 @@ def check_meta_params(meta_params, expected: type | None = None) -> MetaParams:
     return meta_params
 
 
-def learned_transform(meta_params: MetaParams, **options) -> optax.GradientTransformationExtraArgs:
+def learned_transform(meta_params: MetaParams, *, total_steps=None, **options) -> optax.GradientTransformationExtraArgs:
     """Wraps a learned optimizer's meta-network as an ``optax.GradientTransformationExtraArgs``.
 
     Args:
       meta_params: from ``SomeL2O(...).init(key)`` or ``load_meta_params``.
+      total_steps: the length of the training run, as for a learning-rate schedule; required by optimizers
+        meta-trained to know it (``config.needs_total_steps``: progress features or a cosine schedule), ignored
+        by the others. May be a traced array (meta-training draws one per inner run).
       **options: per-architecture options forwarded to the family's ``architecture_spec`` (graph families
         take ``activations=`` and ``order=`` as in ``l2o_jax.graphs.graph_spec``).
 
@@ -269,10 +287,19 @@ def learned_transform(meta_params: MetaParams, **options) -> optax.GradientTrans
     meta_params = check_meta_params(meta_params)
     config: LearnedOptimizer = meta_params.config
     network = config.network()
+    if isinstance(total_steps, (int, float)) and not total_steps >= 1:
+        raise ValueError(f"total_steps must be at least 1, got {total_steps}.")
 
     def init_fn(params):
+        if config.needs_total_steps and total_steps is None:
+            raise ValueError(
+                f"these {type(config).__name__} meta-parameters were meta-trained to know the run's length "
+                "(progress features or a cosine schedule): pass total_steps=, the number of steps you will train for."
+            )
         return L2OState(
-            features=init_feature_state(params, config.features), recurrent=config.initial_recurrent(params)
+            features=init_feature_state(params, config.features),
+            recurrent=config.initial_recurrent(params),
+            total_steps=jnp.asarray(total_steps, jnp.float32) if config.needs_total_steps else (),
         )
 
     def update_fn(updates, state, params=None, *, value=None, **extra_args):
@@ -290,16 +317,21 @@ def learned_transform(meta_params: MetaParams, **options) -> optax.GradientTrans
             (params, updates, features) if units is None else _in_units(units, params, updates, features)
         )
         feats = parameter_features(seen_params, seen_grads, seen, config.features)
-        glob = global_features(features.count, value, config.features)
+        total = state.total_steps if config.needs_total_steps else None
+        glob = global_features(features.count, value, config.features, total)
         inputs = config.step_inputs(meta_params.arrays, params, context)
         out, recurrent = network.apply(
             {"params": meta_params.arrays["net"]}, feats, glob, context, state.recurrent, **inputs
         )
         base = adam_direction(seen, config.features) if config.output.base == "adam" else None
         step = _steps(out, base, meta_params.arrays["log_lr"], config.output, params)
+        if config.output.schedule == "cosine":
+            progress = jnp.clip((features.count - 1) / jnp.maximum(total, 1.0), 0.0, 1.0)
+            decay = 0.5 * (1.0 + jnp.cos(jnp.pi * progress))
+            step = jax.tree.map(lambda s: (s * decay).astype(s.dtype), step)
         if units is not None:
             step = jax.tree.map(lambda s, u: (s * u).astype(s.dtype), step, units)
-        return step, L2OState(features=features, recurrent=recurrent)
+        return step, L2OState(features=features, recurrent=recurrent, total_steps=state.total_steps)
 
     return optax.GradientTransformationExtraArgs(init_fn, update_fn)
 

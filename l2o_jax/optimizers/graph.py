@@ -335,7 +335,14 @@ class RecurrentGraphL2O(_GraphFamily):
 
 
 def graph_l2o(
-    meta_params: MetaParams, *, activations=None, order=None, apply_fn=None, example_input=None, strict=False
+    meta_params: MetaParams,
+    *,
+    activations=None,
+    order=None,
+    apply_fn=None,
+    example_input=None,
+    strict=False,
+    total_steps=None,
 ) -> optax.GradientTransformationExtraArgs:
     """NG-GNN as an optax transformation.
 
@@ -353,6 +360,8 @@ def graph_l2o(
         connections are read from its computation and become identity edges of the neural graph
         (``graphs.graph_spec``); otherwise, without probes, it must be left out.
       example_input: see ``apply_fn``.
+      total_steps: the length of the training run, for meta-parameters meta-trained to know it
+        (``meta_params.config.needs_total_steps``); ignored otherwise.
 
     Returns:
       ``optax.GradientTransformationExtraArgs``; ``update`` needs ``params`` and uses ``value=loss`` if given.
@@ -365,12 +374,24 @@ def graph_l2o(
     """
     meta_params = check_meta_params(meta_params, GraphL2O)
     return meta_params.transform(
-        activations=activations, order=order, apply_fn=apply_fn, example_input=example_input, strict=strict
+        activations=activations,
+        order=order,
+        apply_fn=apply_fn,
+        example_input=example_input,
+        strict=strict,
+        total_steps=total_steps,
     )
 
 
 def transformer_l2o(
-    meta_params: MetaParams, *, activations=None, order=None, apply_fn=None, example_input=None, strict=False
+    meta_params: MetaParams,
+    *,
+    activations=None,
+    order=None,
+    apply_fn=None,
+    example_input=None,
+    strict=False,
+    total_steps=None,
 ) -> optax.GradientTransformationExtraArgs:
     """NG-T (relational transformer over the neural graph) as an optax transformation; see ``graph_l2o``.
 
@@ -379,12 +400,24 @@ def transformer_l2o(
     """
     meta_params = check_meta_params(meta_params, TransformerL2O)
     return meta_params.transform(
-        activations=activations, order=order, apply_fn=apply_fn, example_input=example_input, strict=strict
+        activations=activations,
+        order=order,
+        apply_fn=apply_fn,
+        example_input=example_input,
+        strict=strict,
+        total_steps=total_steps,
     )
 
 
 def recurrent_graph_l2o(
-    meta_params: MetaParams, *, activations=None, order=None, apply_fn=None, example_input=None, strict=False
+    meta_params: MetaParams,
+    *,
+    activations=None,
+    order=None,
+    apply_fn=None,
+    example_input=None,
+    strict=False,
+    total_steps=None,
 ) -> optax.GradientTransformationExtraArgs:
     """RecurrentGNN as an optax transformation; see ``graph_l2o``.
 
@@ -393,5 +426,10 @@ def recurrent_graph_l2o(
     """
     meta_params = check_meta_params(meta_params, RecurrentGraphL2O)
     return meta_params.transform(
-        activations=activations, order=order, apply_fn=apply_fn, example_input=example_input, strict=strict
+        activations=activations,
+        order=order,
+        apply_fn=apply_fn,
+        example_input=example_input,
+        strict=strict,
+        total_steps=total_steps,
     )

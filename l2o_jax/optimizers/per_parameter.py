@@ -96,16 +96,16 @@ class LSTML2O(LearnedOptimizer):
         return CoordinateLSTM.initialize_carry(num_coordinates(params), self.hidden, self.num_layers, jnp.float32)
 
 
-def mlp_l2o(meta_params: MetaParams) -> optax.GradientTransformationExtraArgs:
+def mlp_l2o(meta_params: MetaParams, *, total_steps=None) -> optax.GradientTransformationExtraArgs:
     """The per-parameter MLP learned optimizer as an optax transformation.
 
     Example:
       >>> tx = optax.chain(mlp_l2o(MLPL2O().init(jax.random.key(0))))
     """
-    return check_meta_params(meta_params, MLPL2O).transform()
+    return check_meta_params(meta_params, MLPL2O).transform(total_steps=total_steps)
 
 
-def lstm_l2o(meta_params: MetaParams) -> optax.GradientTransformationExtraArgs:
+def lstm_l2o(meta_params: MetaParams, *, total_steps=None) -> optax.GradientTransformationExtraArgs:
     """The coordinatewise LSTM learned optimizer as an optax transformation.
 
     References:
@@ -114,4 +114,4 @@ def lstm_l2o(meta_params: MetaParams) -> optax.GradientTransformationExtraArgs:
     Example:
       >>> tx = lstm_l2o(LSTML2O().init(jax.random.key(0)))
     """
-    return check_meta_params(meta_params, LSTML2O).transform()
+    return check_meta_params(meta_params, LSTML2O).transform(total_steps=total_steps)

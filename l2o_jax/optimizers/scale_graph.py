@@ -217,7 +217,9 @@ class ScaleGraphL2O(LearnedOptimizer):
         return graphs.graph_to_params(units, r, _float_spec(context))
 
 
-def scale_graph_l2o(meta_params: MetaParams, *, activations=None, order=None) -> optax.GradientTransformationExtraArgs:
+def scale_graph_l2o(
+    meta_params: MetaParams, *, activations=None, order=None, total_steps=None
+) -> optax.GradientTransformationExtraArgs:
     """ScaleGraph L2O as an optax transformation: updates equivariant to hidden-neuron permutations and to sign
     flips (``symmetry='sign'``, tanh) or positive rescalings (``'scale'``, ReLU) of hidden neurons.
 
@@ -226,6 +228,7 @@ def scale_graph_l2o(meta_params: MetaParams, *, activations=None, order=None) ->
       activations, order: how to read the optimizee (see ``l2o_jax.graphs.graph_spec``); the hidden
         activations must have the meta-parameters' symmetry. Default activations: tanh for ``'sign'``, ReLU
         for ``'scale'``.
+      total_steps: the run's length, for meta-parameters that need it (see ``graph_l2o``).
 
     Returns:
       ``optax.GradientTransformationExtraArgs``; ``update`` needs ``params`` and uses ``value=loss`` if given.
@@ -236,4 +239,4 @@ def scale_graph_l2o(meta_params: MetaParams, *, activations=None, order=None) ->
       >>> updates, state = tx.update(grads, state, params, value=loss)
     """
     meta_params = check_meta_params(meta_params, ScaleGraphL2O)
-    return meta_params.transform(activations=activations, order=order)
+    return meta_params.transform(activations=activations, order=order, total_steps=total_steps)

@@ -69,6 +69,8 @@ class StudyConfig:
         baseline's at this step (default ``eval_steps``).
       full_grid_until, zoom: horizons beyond ``full_grid_until`` search only the grid points within ``zoom`` of the
         previous horizon's pick (widened to the whole grid when the pick lands on that zoom's edge).
+      widen_edges: a pick on the edge of the whole grid extends it by two more points beyond that edge, up to this
+        many times (0: the pick stays on the edge and tables flag it).
     """
 
     meta: MetaTrainConfig
@@ -91,6 +93,7 @@ class StudyConfig:
     speedup_step: int | None = None
     full_grid_until: int = 1000
     zoom: float = 4.0
+    widen_edges: int = 2
 
     def learned_runs(self) -> dict[str, MetaTrainConfig]:
         """``{label: meta-training run}`` of every learned optimizer studied (seed: ``meta.seed``).

@@ -83,6 +83,15 @@ def _grid_near(learning_rates: tuple[float, ...], center: float, factor: float) 
     return tuple(lr for lr in learning_rates if center / factor * 0.999 <= lr <= center * factor * 1.001)
 
 
+def _widened(grid: tuple[float, ...], pick: float) -> tuple[float, ...]:
+    """``grid`` with two more points of its ratio beyond the edge ``pick`` lies on."""
+    grid = tuple(sorted(grid))
+    ratio = grid[1] / grid[0] if len(grid) > 1 else 2.0
+    if pick >= grid[-1]:
+        return grid + (grid[-1] * ratio, grid[-1] * ratio**2)
+    return (grid[0] / ratio**2, grid[0] / ratio) + grid
+
+
 def tune_baselines(study: StudyConfig, held_out: HeldOutTask, workdir: str, log=print) -> dict:
     """``{baseline: {horizon: TuningResult as a dict}}`` for every horizon of the task.
 
@@ -111,8 +120,17 @@ def tune_baselines(study: StudyConfig, held_out: HeldOutTask, workdir: str, log=
                 result = evaluation.tune_baseline(name, task, horizon, learning_rates=grid, **kwargs)
                 if result.on_edge and len(grid) < len(study.learning_rates):
                     log(f"{name}'s pick {result.learning_rate:g} is on the zoomed grid's edge: widening to all")
-                    full = study.learning_rates
-                    result = evaluation.tune_baseline(name, task, horizon, learning_rates=full, **kwargs)
+                    grid = study.learning_rates
+                    result = evaluation.tune_baseline(name, task, horizon, learning_rates=grid, **kwargs)
+                for _ in range(study.widen_edges):
+                    if not result.on_edge:
+                        break
+                    grid = _widened(grid, result.learning_rate)
+                    log(
+                        f"{name}'s pick {result.learning_rate:g} is on the grid's edge: widening it to "
+                        f"{grid[0]:g}-{grid[-1]:g}"
+                    )
+                    result = evaluation.tune_baseline(name, task, horizon, learning_rates=grid, **kwargs)
                 return {**dataclasses.asdict(result), "selection": result.selection}
 
             path = os.path.join(workdir, "tuning", slug(held_out.label), f"{name}-{horizon}.json")
@@ -130,10 +148,13 @@ def _curve(result: evaluation.EvalResult) -> dict:
 
 
 def evaluate_task(study: StudyConfig, held_out: HeldOutTask, tuned: dict, workdir: str, log=print) -> dict:
-    """Curves on the test split: ``{'learned': {label: [curve per meta-run]}, 'baselines': {name: {horizon: curve}}}``.
+    """Curves on the test split: ``{'learned': {label: [curve per meta-run]}, 'baselines': {name: {horizon: curve}},
+    'learned_at': {label: {horizon: [curve per meta-run]}}}``.
 
     Every curve has a ``[seeds, evals]`` array per metric; the same seeds give every optimizer the same
-    initialisations and batches.
+    initialisations and batches. A learned optimizer that is told the run's length (``needs_total_steps``) is
+    run once per horizon shorter than the task's, as the baselines are, into ``learned_at``: at every horizon it
+    meets the baselines on a run of that length.
 
     Example:
       >>> curves = evaluate_task(study, study.tasks()[0], tune_baselines(study, study.tasks()[0], w), w)
@@ -145,16 +166,22 @@ def evaluate_task(study: StudyConfig, held_out: HeldOutTask, tuned: dict, workdi
         every = min(study.eval_every, steps)
         return _curve(evaluation.evaluate(tx, task, steps, study.seeds, name=name, eval_every=every))
 
-    learned = {}
-    for label in study.learned_runs():
+    horizons = sorted({int(h) for by_horizon in tuned.values() for h in by_horizon})
+    learned, learned_at = {}, {}
+    for label, run_config in study.learned_runs().items():
         learned[label] = []
+        shorter = [h for h in horizons if h < held_out.steps] if run_config.learned_optimizer.needs_total_steps else []
+        learned_at[label] = {str(h): [] for h in shorter}
         for index in range(study.meta_seeds):
             meta = io.load_meta_params(selected_path(workdir, label, index))
-            log(f"evaluating {label} (meta-run {index}) on {task.name} for {held_out.steps} steps")
-            path = os.path.join(cache, f"{slug(label)}-seed{index}.json")
-            learned[label].append(
-                io.cached_json(path, lambda m=meta: run(learned_transform_for(m, task), held_out.steps, label))
-            )
+            for steps in [held_out.steps, *shorter]:
+                log(f"evaluating {label} (meta-run {index}) on {task.name} for {steps} steps")
+                suffix = "" if steps == held_out.steps else f"-{steps}"
+                path = os.path.join(cache, f"{slug(label)}-seed{index}{suffix}.json")
+                curve = io.cached_json(
+                    path, lambda m=meta, n=steps: run(learned_transform_for(m, task, total_steps=n), n, label)
+                )
+                (learned[label] if steps == held_out.steps else learned_at[label][str(steps)]).append(curve)
     baselines = {}
     for name, by_horizon in tuned.items():
         baselines[name] = {}
@@ -163,7 +190,7 @@ def evaluate_task(study: StudyConfig, held_out: HeldOutTask, tuned: dict, workdi
             path = os.path.join(cache, f"{name}-{horizon}.json")
             log(f"evaluating {name} tuned for {horizon} steps on {task.name}")
             baselines[name][horizon] = io.cached_json(path, lambda tx=tx, h=int(horizon): run(tx, h, name))
-    return {"learned": learned, "baselines": baselines}
+    return {"learned": learned, "baselines": baselines, "learned_at": learned_at}
 
 
 def curve_at(curve: dict, key: str, step: int) -> np.ndarray:
@@ -179,9 +206,10 @@ def compare_at_horizons(curves: dict) -> list[dict]:
       >>> rows = compare_at_horizons(evaluate_task(study, task, tuned, workdir))
     """
     rows = []
-    for label, runs in curves["learned"].items():
+    for label, full_runs in curves["learned"].items():
         for name, by_horizon in curves["baselines"].items():
             for horizon, base in by_horizon.items():
+                runs = curves.get("learned_at", {}).get(label, {}).get(horizon, full_runs)
                 step = int(horizon)
                 rows.append({"learned": label, "baseline": name, "step": step, **compare_curves(runs, base, step)})
     return rows
