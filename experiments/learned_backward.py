@@ -138,14 +138,15 @@ SCALES = ("paper", "smoke")
 
 def dry_run_scale(scale: Scale) -> Scale:
     """``scale``'s datasets, model kinds and stages at a tiny size (seconds on a CPU). Of the held-out tasks only
-    the first and the last are kept (at paper scale: an MLP and a deeper CNN), shrunk like the rest."""
+    the last is kept (at paper scale: a deeper CNN; every held-out task is the same evaluation), shrunk like the
+    rest."""
     family = dataclasses.replace(scale.family, widths=(4,), batch_size=8)
-    names = list(scale.eval_tasks)
+    last = list(scale.eval_tasks)[-1]
     shrink = lambda kwargs: {**kwargs, "width": max(2, 4 * kwargs["width"] // scale.family.widths[0]), "batch_size": 8}
     return dataclasses.replace(
         scale,
         family=family,
-        eval_tasks={name: shrink(scale.eval_tasks[name]) for name in (names[0], names[-1])},
+        eval_tasks={last: shrink(scale.eval_tasks[last])},
         hidden=8,
         layers=1,
         unroll=3,
