@@ -27,10 +27,11 @@ import os
 import time
 
 from experiments import report
-from l2o_jax.features import LONG_HORIZON_FEATURES
+from l2o_jax.features import RUN_LENGTH_FEATURES
 from l2o_jax.meta import MetaTrainConfig
 from l2o_jax.meta import long_horizon_estimator
 from l2o_jax.optimizers import LSTML2O
+from l2o_jax.optimizers import RUN_LENGTH_OUTPUT
 from l2o_jax.optimizers import GraphL2O
 from l2o_jax.study import HeldOutTask
 from l2o_jax.study import StudyConfig
@@ -43,12 +44,12 @@ def smoke_study() -> StudyConfig:
     MNIST-1D."""
     base = dict(dataset="digits", width=8, depth=2, batch_size=64)
     learned = {
-        "NG-GNN": GraphL2O(hidden=16, layers=2, features=LONG_HORIZON_FEATURES),
-        "LSTM": LSTML2O(hidden=16, num_layers=2, features=LONG_HORIZON_FEATURES),
+        "NG-GNN": GraphL2O(hidden=16, layers=2, features=RUN_LENGTH_FEATURES, output=RUN_LENGTH_OUTPUT),
+        "LSTM": LSTML2O(hidden=16, num_layers=2, features=RUN_LENGTH_FEATURES, output=RUN_LENGTH_OUTPUT),
     }
     family = TaskFamily(datasets=("digits",), models=("cnn",), widths=(8,), depths=(2,), batch_size=64)
     meta = MetaTrainConfig(
-        learned["NG-GNN"], family, long_horizon_estimator(), outer_steps=250, meta_lr=3e-3, checkpoint_every=50
+        learned["NG-GNN"], family, long_horizon_estimator(), outer_steps=150, meta_lr=1e-3, checkpoint_every=75
     )
     return StudyConfig(
         meta=meta,

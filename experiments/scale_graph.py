@@ -47,7 +47,9 @@ def smoke_study(activation: str) -> study.StudyConfig:
     family = TaskFamily(
         datasets=("digits",), models=("mlp",), widths=(8,), depths=(3,), activations=(activation,), batch_size=64
     )
-    estimator = long_horizon_estimator(truncation_length=10, low=30, high=300, num_tasks=4)
+    estimator = long_horizon_estimator(
+        truncation_length=10, low=30, high=300, num_tasks=4, meta_loss="log_mean", method="tbptt"
+    )
     meta = MetaTrainConfig(learned["ScaleGraph"], family, estimator, outer_steps=40, meta_lr=3e-3, checkpoint_every=20)
     return study.StudyConfig(
         meta=meta,

@@ -15,6 +15,7 @@ from l2o_jax.features import global_features
 from l2o_jax.meta import PES
 from l2o_jax.meta import LogUniformHorizon
 from l2o_jax.meta import TruncatedBPTT
+from l2o_jax.meta import long_horizon_estimator
 from l2o_jax.optimizers import MLPL2O
 from l2o_jax.optimizers import OutputConfig
 
@@ -134,3 +135,13 @@ def test_progress_features_saturate_at_the_end_of_the_run():
     np.testing.assert_array_equal(end, past)  # past the announced end, nothing new is extrapolated
     with pytest.raises(ValueError, match="total_steps"):
         global_features(jnp.asarray(3), None, config)
+
+
+def test_the_long_horizon_recipe_is_pes_on_the_validation_loss_unless_asked_otherwise():
+    recipe = long_horizon_estimator()
+    assert isinstance(recipe, PES) and recipe.stagger and recipe.unroll.meta_loss == "log_mean_validation"
+    assert isinstance(recipe.horizon, LogUniformHorizon) and (recipe.horizon.low, recipe.horizon.high) == (100, 3000)
+    tbptt = long_horizon_estimator(num_tasks=4, meta_loss="log_mean", method="tbptt")
+    assert isinstance(tbptt, TruncatedBPTT) and tbptt.num_tasks == 4 and tbptt.unroll.meta_loss == "log_mean"
+    with pytest.raises(ValueError, match="method must be 'pes' or 'tbptt'"):
+        long_horizon_estimator(method="es")

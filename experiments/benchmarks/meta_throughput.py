@@ -18,10 +18,12 @@ from timing import markdown_table
 from timing import time_compiled
 
 import l2o_jax
-from l2o_jax.features import LONG_HORIZON_FEATURES
+from l2o_jax.features import RUN_LENGTH_FEATURES
+from l2o_jax.meta import PES
 from l2o_jax.meta import FullUnrollBPTT
 from l2o_jax.meta import UnrollConfig
 from l2o_jax.meta import long_horizon_estimator
+from l2o_jax.optimizers import RUN_LENGTH_OUTPUT
 from l2o_jax.tasks import image_task
 
 
@@ -50,7 +52,8 @@ def peak_bytes(fn, *args) -> int | None:
 
 def long_horizon(task, tasks: list[int], key) -> None:
     """Outer steps of the long-horizon recipe against the same number of Adam steps, and their compile time."""
-    meta = l2o_jax.GraphL2O(hidden=16, layers=2, features=LONG_HORIZON_FEATURES).init(jax.random.key(0))
+    config = l2o_jax.GraphL2O(hidden=16, layers=2, features=RUN_LENGTH_FEATURES, output=RUN_LENGTH_OUTPUT)
+    meta = config.init(jax.random.key(0))
     print(f"# long-horizon meta-training on {device_line()}\n\nGraphL2O(16x2) on {task.name}\n")
     rows = []
     for n in tasks:
@@ -58,7 +61,8 @@ def long_horizon(task, tasks: list[int], key) -> None:
         state = jax.jit(estimator.init)(meta, task, key)
         outer = lambda m, s, k, est=estimator: est.estimate(m, task, s, k)[:2]
         t_outer, compile_s = time_compiled(outer, meta, state, key, repeats=5)
-        t_adam, _ = time_compiled(adam_steps(task, n, estimator.truncation_length), key, repeats=5)
+        optimizees = 2 * n if isinstance(estimator, PES) else n  # PES trains each pair's two optimizees
+        t_adam, _ = time_compiled(adam_steps(task, optimizees, estimator.truncation_length), key, repeats=5)
         rows.append(
             [
                 n,

@@ -306,30 +306,35 @@ class PES:
 
 
 def long_horizon_estimator(
-    truncation_length: int = 20, low: int = 100, high: int = 3000, num_tasks: int = 8, meta_loss: str = "log_mean"
-) -> TruncatedBPTT:
-    """The long-horizon recipe: truncated BPTT over persistent optimizees whose runs last a log-uniform number
-    of steps in ``[low, high]``, staggered so every outer step mixes early and late training, each truncation
-    scored by the log of its mean training loss (late truncations, whose losses are small, count as much as
-    early ones).
+    truncation_length: int = 20,
+    low: int = 100,
+    high: int = 3000,
+    num_tasks: int = 16,
+    meta_loss: str = "log_mean_validation",
+    method: str = "pes",
+    sigma: float = 0.01,
+) -> PES | TruncatedBPTT:
+    """The long-horizon recipe: persistent optimizees whose runs last a log-uniform number of steps in
+    ``[low, high]``, staggered so every outer step mixes early and late training, cut into truncations of
+    ``truncation_length`` steps, each scored by the log of the mean validation loss over its steps; meta-gradients
+    by PES (``num_tasks`` antithetic pairs) or, with ``method='tbptt'``, truncated BPTT over ``num_tasks`` optimizees.
 
-    What was measured on digits CNNs (docs/results/horizon_smoke.md; the prototypes are in the commit history):
-    scoring by validation loss instead (``'log_validation'`` at a truncation's end, ``'log_mean_validation'``
-    after every step) learned steps smaller than Adam's within 250 outer steps, the short-horizon bias of
-    greedy objectives; the training loss learns fast steps but rewards ever larger logits late in a run, so the
-    checkpoint is then chosen by validation loss at the evaluation horizon (``select_best_checkpoint(length=...)``),
-    which catches a learned optimizer whose test loss grows late.
+    What was measured on digits CNN-8 (validation loss after 3000 steps; a learned optimizer starting as Adam at
+    0.01 under a cosine decay scores 0.091, tuned Adam 0.091): truncated BPTT learns short-sighted steps (log mean
+    training loss: 11 % accuracy at step 100 after 100 outer steps, where it started at 54 %; log mean validation
+    loss: 1.28 and 56 % accuracy after 75 outer steps), the short-horizon bias that PES removes. PES with 8 pairs at
+    meta-lr 3e-3 random-walks away from a good start (0.088, 0.147, 0.177 at outer steps 50, 100, 150); 16 pairs at
+    1e-3 stay near it (0.101 at 75). Checkpoint selection (the initialisation is a candidate) guards the rest.
 
     Example:
-      >>> MetaTrainConfig(GraphL2O(hidden=16, layers=2), family, long_horizon_estimator(), outer_steps=250)
+      >>> MetaTrainConfig(GraphL2O(hidden=16, layers=2), family, long_horizon_estimator(), outer_steps=150)
     """
-    return TruncatedBPTT(
-        truncation_length=truncation_length,
-        horizon=LogUniformHorizon(low, high),
-        num_tasks=num_tasks,
-        stagger=True,
-        unroll=UnrollConfig(meta_loss=meta_loss),
-    )
+    horizon, unroll_config = LogUniformHorizon(low, high), UnrollConfig(meta_loss=meta_loss)
+    if method == "pes":
+        return PES(truncation_length, horizon, num_tasks, sigma, stagger=True, unroll=unroll_config)
+    if method == "tbptt":
+        return TruncatedBPTT(truncation_length, horizon, num_tasks, stagger=True, unroll=unroll_config)
+    raise ValueError(f"long_horizon_estimator's method must be 'pes' or 'tbptt', got {method!r}.")
 
 
 ESTIMATORS = {"bptt": FullUnrollBPTT, "truncated_bptt": TruncatedBPTT, "es": AntitheticES, "pes": PES}

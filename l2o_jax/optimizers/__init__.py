@@ -5,6 +5,7 @@ These factories take ``MetaParams``; the top-level ones (``l2o_jax.graph_l2o``, 
 pretrained entry.
 """
 
+from l2o_jax.optimizers.base import RUN_LENGTH_OUTPUT
 from l2o_jax.optimizers.base import L2OState
 from l2o_jax.optimizers.base import LearnedOptimizer
 from l2o_jax.optimizers.base import MetaParams
@@ -43,6 +44,7 @@ __all__ = [
     "MLPL2O",
     "MetaParams",
     "OutputConfig",
+    "RUN_LENGTH_OUTPUT",
     "RecurrentGraphL2O",
     "ScaleGraphL2O",
     "TransformerL2O",

@@ -7,10 +7,11 @@ import json
 import os
 
 from l2o_jax import evaluation
-from l2o_jax.features import LONG_HORIZON_FEATURES
+from l2o_jax.features import RUN_LENGTH_FEATURES
 from l2o_jax.meta import FullUnrollBPTT
 from l2o_jax.meta import MetaTrainConfig
 from l2o_jax.meta import long_horizon_estimator
+from l2o_jax.optimizers import RUN_LENGTH_OUTPUT
 from l2o_jax.optimizers import GraphL2O
 from l2o_jax.optimizers import config_from_dict
 from l2o_jax.optimizers import config_to_dict
@@ -152,17 +153,18 @@ class StudyConfig:
 
 
 def quickstart_preset() -> StudyConfig:
-    """CPU: NG-GNN meta-trained with the long-horizon recipe on digits CNN-8 tasks (inner runs of
-    100-3000 steps in 20-step truncations), judged over 1000 steps on a 2x wider CNN-16 against Adam and
-    warmup-cosine Adam tuned for 1000 steps; three meta-training runs."""
+    """CPU: NG-GNN told the run's length, meta-trained with the long-horizon recipe (PES over inner runs of
+    100-3000 steps in 20-step truncations, validation objective) on digits CNN-8 tasks, judged over 1000 steps on
+    a 2x wider CNN-16 against Adam and warmup-cosine Adam tuned for 100 and for 1000 steps; three meta-training
+    runs."""
     family = TaskFamily(datasets=("digits",), models=("cnn",), widths=(8,), depths=(2,), batch_size=64)
     meta = MetaTrainConfig(
-        GraphL2O(hidden=16, layers=2, features=LONG_HORIZON_FEATURES),
+        GraphL2O(hidden=16, layers=2, features=RUN_LENGTH_FEATURES, output=RUN_LENGTH_OUTPUT),
         family,
         long_horizon_estimator(),
-        outer_steps=250,
-        meta_lr=3e-3,
-        checkpoint_every=50,
+        outer_steps=150,
+        meta_lr=1e-3,
+        checkpoint_every=75,
     )
     return StudyConfig(
         meta=meta,
