@@ -7,7 +7,6 @@ learned optimizer's transform is built inside the traced function so meta-gradie
 from __future__ import annotations
 
 import dataclasses
-import inspect
 from typing import Any
 from typing import Callable
 from typing import NamedTuple
@@ -64,7 +63,7 @@ def learned_transform_for(meta_params: MetaParams, task, total_steps=None) -> op
       >>> tx = learned_transform_for(meta_params, image_task('digits', model='resnet', width=8))
     """
     options = {"activations": task.activations}
-    if not getattr(task, "is_chain", True) and "apply_fn" in inspect.signature(meta_params.config.transform).parameters:
+    if not getattr(task, "is_chain", True) and meta_params.config.reads_computation:
         options.update(apply_fn=task.apply, example_input=task.example_input())
     if total_steps is not None:
         options.update(total_steps=total_steps)

@@ -162,10 +162,16 @@ class LearnedOptimizer:
     Attributes:
       features: the per-parameter / global inputs.
       output: the step parametrisation.
+
+    Class attribute ``reads_computation``: whether the family's ``transform`` takes ``apply_fn=`` and
+    ``example_input=`` and reads the optimizee's computation from them (graph families: residual edges,
+    normalisation, attention); ``meta.learned_transform_for`` passes them for models that are no plain chain.
     """
 
     features: FeatureConfig = FeatureConfig()
     output: OutputConfig = OutputConfig()
+
+    reads_computation = False
 
     # -- to be provided by families ------------------------------------------------------------------
     def network(self) -> nn.Module:

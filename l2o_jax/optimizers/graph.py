@@ -192,6 +192,7 @@ class _GraphFamily(LearnedOptimizer):
     body = "pna"
     num_heads = 1
     recurrent_hidden = 0
+    reads_computation = True
 
     def network(self) -> nn.Module:
         return GraphNet(

@@ -168,6 +168,9 @@ class LiMalikL2O:
       >>> tx = li_malik_l2o(meta_params)
     """
 
+    reads_computation = False  # the policy sees each coordinate alone
+    needs_total_steps = False
+
     hidden: int = 128
     window: int = 3
     init_lr: float = 3e-2
