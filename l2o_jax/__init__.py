@@ -23,6 +23,7 @@ from l2o_jax.io import load_meta_params
 from l2o_jax.io import save_meta_params
 from l2o_jax.optimizers import LSTML2O
 from l2o_jax.optimizers import MLPL2O
+from l2o_jax.optimizers import RUN_LENGTH_OUTPUT
 from l2o_jax.optimizers import GraphL2O
 from l2o_jax.optimizers import LiMalikL2O
 from l2o_jax.optimizers import MetaParams
@@ -62,6 +63,7 @@ __all__ = [
     "MLPL2O",
     "MetaParams",
     "OutputConfig",
+    "RUN_LENGTH_OUTPUT",
     "ProbeConfig",
     "RecurrentGraphL2O",
     "ScaleGraphL2O",
