@@ -107,44 +107,58 @@ def tiny_study() -> StudyConfig:
 STUDIES = {"smoke": smoke_study, "tiny": tiny_study}
 
 
-def run(study: StudyConfig, workdir: str, out: str, scale: str, progress: bool = True, log=print) -> dict:
-    """The whole study; returns the result's data, also written (with its page and figures) to ``out`` after every
-    held-out task, so a study cut short still has a page for the tasks it finished."""
+def run(
+    study: StudyConfig,
+    workdir: str,
+    out: str,
+    scale: str,
+    progress: bool = True,
+    log=print,
+    *,
+    name: str = "horizon",
+    title: str = "Long-horizon learned optimizers ({scale} scale)",
+) -> dict:
+    """The whole study; returns the result's data, also written (with its page and figures) to ``out`` as
+    ``<name>_<scale>.json`` after every held-out task, so a study cut short still has a page for the tasks it
+    finished. ``title`` may name ``{scale}``."""
     started = time.perf_counter()
 
     def publish(data):
         data["provenance"] = report.provenance(started)
-        report.save(data, os.path.join(out, f"horizon_{scale}.json"))
+        report.save(data, os.path.join(out, f"{name}_{scale}.json"))
 
-    title = f"Long-horizon learned optimizers ({scale} scale)"
     return run_study(
         study,
         workdir,
-        title=title,
+        title=title.format(scale=scale),
         figures=out,
-        figure_prefix=f"horizon_{scale}_",
+        figure_prefix=f"{name}_{scale}_",
         progress=progress,
         log=log,
         on_task=publish,
     )
 
 
-def main(argv=None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--workdir", default="runs/horizon", help="meta-training runs and cached stages")
+def main(argv=None, *, studies=None, name: str = "horizon", title: str | None = None, description: str = "") -> dict:
+    """The command line of a study script: ``--scale`` picks one of ``studies`` (default: this module's), the result
+    goes to ``<out>/<name>_<scale>.json`` (see ``run``)."""
+    studies = studies or STUDIES
+    parser = argparse.ArgumentParser(description=description or __doc__.split("\n\n")[0])
+    parser.add_argument("--workdir", default=f"runs/{name}", help="meta-training runs and cached stages")
     parser.add_argument("--out", default=None, help="where the JSON, page and figures go (default: docs/results)")
-    parser.add_argument("--scale", choices=sorted(STUDIES), default="smoke")
+    parser.add_argument("--scale", choices=sorted(studies), default="smoke")
     parser.add_argument("--learned", nargs="+", help="only these learned optimizers (default: all of the study's)")
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args(argv)
     out = args.out or (report.RESULTS if args.scale == "smoke" else os.path.join(args.workdir, "results"))
-    study = STUDIES[args.scale]()
+    study = studies[args.scale]()
     if args.learned:
         unknown = sorted(set(args.learned) - set(study.learned))
         if unknown:
             parser.error(f"unknown learned optimizers {unknown}; the study has {sorted(study.learned)}")
         study = dataclasses.replace(study, learned={k: v for k, v in study.learned.items() if k in args.learned})
-    return run(study, args.workdir, out, args.scale, progress=not args.no_progress)
+    titled = {} if title is None else {"title": title}
+    return run(study, args.workdir, out, args.scale, progress=not args.no_progress, name=name, **titled)
 
 
 if __name__ == "__main__":
