@@ -79,10 +79,15 @@ def test_replicate_and_generalization_meta_train_on_fashion_mnist_and_judge_on_c
 
 
 def test_improvements_meta_trains_recurrent_gnn(scripts, tmp_path):
-    """RecurrentGNN only: GNN-variable is NG-GNN (trained above) with a drawn unroll length (tests/test_meta.py)."""
+    """RecurrentGNN only, one meta-seed: GNN-variable is NG-GNN (trained above) with a drawn unroll length
+    (tests/test_meta.py)."""
     argv = ["--workdir", str(tmp_path), "--out", str(tmp_path), "--optimizers", "RecurrentGNN", "--baselines", "adam"]
+    argv += ["--meta-seeds", "1"]
     data = scripts("improvements").main([*PAPER_DRY_RUN, *argv])
     assert list(data["protocol"]["learned"]) == ["RecurrentGNN"] and not data["not_run"]
+    ((task,),) = [list(data["tasks"].values())]
+    (run,) = task["curves"]["learned"]["RecurrentGNN"]
+    assert all(math.isfinite(v) for v in np.ravel(run["eval_loss"]))
     assert (tmp_path / "improvements_paper_dry_run.md").exists()
 
 
