@@ -24,13 +24,19 @@ TINY = (
 
 
 @pytest.fixture
-def experiments(monkeypatch):
-    """The scripts as modules, compiled without XLA's slow optimisation passes (every program here runs once)."""
-    monkeypatch.syspath_prepend(EXPERIMENTS)
+def unoptimized():
+    """Compiles without XLA's slow optimisation passes (every program here runs once)."""
     previous = jax.config.values["jax_disable_most_optimizations"]
     jax.config.update("jax_disable_most_optimizations", True)
-    yield importlib.import_module("replicate"), importlib.import_module("common")
+    yield
     jax.config.update("jax_disable_most_optimizations", previous)
+
+
+@pytest.fixture
+def experiments(monkeypatch, unoptimized):
+    """The scripts as modules."""
+    monkeypatch.syspath_prepend(EXPERIMENTS)
+    return importlib.import_module("replicate"), importlib.import_module("common")
 
 
 def test_replicate_smoke_writes_finite_results_for_every_optimizer(experiments, tmp_path):
@@ -85,3 +91,24 @@ def test_paper_scale_is_seed_000s_protocol(experiments):
     assert common.learned_configs(["GNN-variable"], scale)["GNN-variable"].estimator.lengths == tuple(
         range(75, 251, 25)
     )
+
+
+def test_any_model_tiny_judges_a_wider_resnet_and_a_transformer_on_a_page_the_report_writes(
+    monkeypatch, unoptimized, tmp_path
+):
+    monkeypatch.syspath_prepend(os.path.dirname(EXPERIMENTS))
+    any_model, report = importlib.import_module("experiments.any_model"), importlib.import_module("experiments.report")
+    out = tmp_path / "out"
+    data = any_model.main(["--scale", "tiny", "--workdir", str(tmp_path), "--out", str(out), "--no-progress"])
+    assert data["protocol"]["meta_training"]["task_family"]["models"] == ["mlp", "cnn", "resnet"]
+    assert [t["task"]["model"] for t in data["tasks"].values()] == ["resnet", "transformer"] and not data["not_run"]
+    for label, task in data["tasks"].items():
+        assert sorted({(c["step"], c["baseline"]) for c in task["comparisons"]}) == [(20, "adam")], label
+        for comparison in task["comparisons"]:
+            assert {comparison[k]["verdict"] for k in ("eval_loss", "eval_accuracy")} <= set(VERDICTS), label
+            assert np.isfinite(comparison["eval_loss"]["learned"]).all(), label  # 1 meta-run x 2 seeds
+        assert (out / task["figure"]).exists(), label
+    ((name, saved),) = report.load_results(str(out)).items()
+    assert name == "any_model_tiny.json" and saved["kind"] == "horizon"
+    page = (out / "any_model_tiny.md").read_text()
+    assert report.render(saved) == page and "digits transformer-4" in page and "## Provenance" in page
