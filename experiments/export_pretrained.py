@@ -120,6 +120,12 @@ def _row(name: str, entry: dict) -> str:
     )
 
 
+def _step_form(entry: dict) -> str:
+    config = io.config_from_dict(entry["config"])
+    told = " Told the run's length (`total_steps=`)." if config.needs_total_steps else ""
+    return config.output.describe() + told
+
+
 def write_doc(path: str = DOC) -> str:
     """Rewrites ``docs/pretrained.md`` from every shipped entry."""
     names = pretrained.available()
@@ -129,18 +135,24 @@ def write_doc(path: str = DOC) -> str:
         "Shipped inside the package (`l2o_jax/pretrained/`); use one by name:",
         "",
         "```python",
-        "tx = optax.chain(optax.clip_by_global_norm(1.0), l2o_jax.graph_l2o('ng-gnn-digits'))",
+        "tx = optax.chain(optax.clip_by_global_norm(1.0), l2o_jax.graph_l2o('ng-gnn-digits', total_steps=5000))",
         "```",
         "",
+        "`total_steps` is the length of your run, as for a learning-rate schedule; entries that are told it say so",
+        "below, and a clear error names it when it is missing.",
+        "",
         "Each entry is one meta-training run of the long-horizon study (`docs/results/horizon_smoke.md`), chosen",
-        "among its meta-runs by the lowest validation loss, never by test numbers. Its step is Adam's direction plus",
-        "a learned correction, scaled by a learned bounded magnitude. Test accuracy (%) of that meta-run against Adam",
-        "tuned for each horizon (mean over 5 seeds), and a run of the length in the last column on the same task",
-        "(mean over 5 seeds). `l2o_jax.pretrained.info(name)` has the full record.",
+        "among its meta-runs by the lowest validation loss, never by test numbers. Test accuracy (%) of that meta-run",
+        "against Adam tuned for each horizon (mean over 5 seeds), and a run of the length in the last column on the",
+        "same task (mean over 5 seeds). `l2o_jax.pretrained.info(name)` has the full record.",
         "",
         "| name | family | meta-training | evaluated on | learned vs tuned Adam (%) | long run |",
         "|---|---|---|---|---|---|",
         *(_row(n, pretrained.info(n)) for n in names),
+        "",
+        "## How each forms a step",
+        "",
+        *(f"- `{n}`: {_step_form(pretrained.info(n))}" for n in names),
         "",
         "## How each was made",
         "",

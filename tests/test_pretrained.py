@@ -72,7 +72,9 @@ def test_shipped_entry_never_diverges_over_5000_steps_on_its_held_out_task(name)
     # no NaN, and test accuracy never more than 5 pp below its own best so far, on every seed.
     record = pretrained.info(name)
     task = image_task(**record["evaluation"]["task_args"])
-    tx = optax.chain(optax.clip_by_global_norm(1.0), l2o_jax.graph_l2o(name, activations=task.activations))
+    tx = optax.chain(
+        optax.clip_by_global_norm(1.0), l2o_jax.graph_l2o(name, activations=task.activations, total_steps=5000)
+    )
     result = evaluation.evaluate(tx, task, 5000, seeds=2, eval_every=250)
     assert np.isfinite(result.train_loss).all() and np.isfinite(result.eval_loss).all()
     accuracy = result.eval_accuracy  # [seeds, evals]

@@ -301,6 +301,7 @@ def protocol(study: StudyConfig) -> dict:
         "tuning_seeds": study.tuning_seeds,
         "full_grid_until": study.full_grid_until,
         "zoom": study.zoom,
+        "widen_edges": study.widen_edges,
         "step": {
             label: run.learned_optimizer.output.describe()
             for label, run in runs.items()

@@ -86,10 +86,12 @@ def markdown(data: dict) -> str:
         f"(learning rates {min(p['learning_rates']):g}-{max(p['learning_rates']):g}, x2 grid, weight decay "
         f"{p['weight_decays']}, {p['tuning_seeds']} seeds; horizons beyond {p['full_grid_until']} steps search the "
         f"grid points within {p['zoom']:g}x of the previous horizon's pick, widened to the whole grid when the pick "
-        f"lands on that zoom's edge); every optimizer evaluated on the test split over "
+        f"lands on that zoom's edge{_edge_rule(p)}); every optimizer evaluated on the test split over "
         f"{p['seeds']} seeds (the same seeds for all). Differences: learned minus baseline, 95 % bootstrap interval "
         "over meta-runs x seeds; **beats**/**loses to** only when it excludes zero.",
     ]
+    if data.get("selection"):
+        parts.append(selected_checkpoints(data["selection"]))
     for label, task in data["tasks"].items():
         parts += [
             f"## {label} ({task['changes']}; {task['steps']} steps)",
@@ -107,6 +109,24 @@ def markdown(data: dict) -> str:
     if data.get("not_run"):
         parts.append("Held-out tasks of the protocol that were not run: " + ", ".join(data["not_run"]) + ".")
     return "\n\n".join(parts)
+
+
+def _edge_rule(protocol: dict) -> str:
+    widen = protocol.get("widen_edges", 0)
+    if not widen:
+        return ""
+    return f"; a pick on the whole grid's edge extends the grid by two points beyond that edge, up to {widen} times"
+
+
+def selected_checkpoints(selection: dict) -> str:
+    """One line per learned optimizer: the outer step each meta-run's rule selected (0 is the initialisation).
+
+    Example:
+      >>> selected_checkpoints({'NG-GNN': [{'selected_step': 0}, {'selected_step': 150}]})
+      'Selected checkpoints (outer step; 0 is the initialisation, before any meta-training): NG-GNN: 0, 150.'
+    """
+    runs = "; ".join(f"{label}: {', '.join(str(r['selected_step']) for r in rs)}" for label, rs in selection.items())
+    return f"Selected checkpoints (outer step; 0 is the initialisation, before any meta-training): {runs}."
 
 
 def comparison_table(task: dict) -> str:
