@@ -28,6 +28,7 @@ from l2o_jax import evaluation
 from l2o_jax import io
 from l2o_jax import pretrained
 from l2o_jax.meta.unroll import learned_transform_for
+from l2o_jax.study import selected_path
 from l2o_jax.tasks import image_task
 
 DOC = os.path.join(report.ROOT, "docs", "pretrained.md")
@@ -174,7 +175,7 @@ def main(argv: list[str] | None = None) -> list[str]:
     parser.add_argument("--directory", default=None, help="where to write (default: inside the package)")
     args = parser.parse_args(argv)
     with open(args.study) as f:
-        study = json.load(f)
+        data = json.load(f)
     given = argv if argv is not None else sys.argv[1:]
     command = shlex.join(["python", "-m", "experiments.export_pretrained", *given])
     written = []
@@ -182,11 +183,11 @@ def main(argv: list[str] | None = None) -> list[str]:
         label, sep, name = pair.partition("=")
         if not sep:
             parser.error(f"{pair!r} is not OPTIMIZER=entry-name")
-        if label not in study["selection"]:
-            parser.error(f"the study did not meta-train {label!r}; it has {sorted(study['selection'])}")
-        seed = chosen_meta_run(study["selection"][label])
-        meta_params = io.load_meta_params(study.selected_path(args.workdir, label, seed))
-        record = entry_record(study, label, seed, command)
+        if label not in data["selection"]:
+            parser.error(f"the study did not meta-train {label!r}; it has {sorted(data['selection'])}")
+        seed = chosen_meta_run(data["selection"][label])
+        meta_params = io.load_meta_params(selected_path(args.workdir, label, seed))
+        record = entry_record(data, label, seed, command)
         record["long_run"] = long_run(meta_params, record["evaluation"]["task_args"], args.long_steps)
         pretrained.save(name, meta_params, record, directory=args.directory)
         written.append(name)
