@@ -81,7 +81,7 @@ def markdown(data: dict) -> str:
     }
     parts = [
         describe_meta_training(p),
-        "How a step is formed: " + "; ".join(f"{label}: {text}" for label, text in steps.items()),
+        "How a step is formed: " + "; ".join(f"{label}: {text.rstrip('.')}" for label, text in steps.items()) + ".",
         f"Baselines ({', '.join(p['baselines'])}) tuned on the validation split for each horizon separately "
         f"(learning rates {min(p['learning_rates']):g}-{max(p['learning_rates']):g}, x2 grid, weight decay "
         f"{p['weight_decays']}, {p['tuning_seeds']} seeds; horizons beyond {p['full_grid_until']} steps search the "
