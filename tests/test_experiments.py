@@ -112,3 +112,10 @@ def test_any_model_tiny_judges_a_wider_resnet_and_a_transformer_on_a_page_the_re
     assert name == "any_model_tiny.json" and saved["kind"] == "horizon"
     page = (out / "any_model_tiny.md").read_text()
     assert report.render(saved) == page and "digits transformer-4" in page and "## Provenance" in page
+    # the study's selected run ships as a pretrained entry, with its record and a long run on the first task
+    export = importlib.import_module("experiments.export_pretrained")
+    args = ["--study", str(out / name), "--workdir", str(tmp_path), "--long-steps", "20", "NG-GNN=tiny-entry"]
+    assert export.main([*args, "--directory", str(tmp_path / "entries")]) == ["tiny-entry"]
+    record = l2o_jax.pretrained.info("tiny-entry", tmp_path / "entries")
+    assert record["long_run"]["finite"] and record["long_run"]["steps"] == 20
+    assert record["evaluation"]["task_args"]["model"] == "resnet" and record["meta_training"]["meta_seed"] == 0
