@@ -7,7 +7,7 @@ Example:
   >>> import jax, optax, l2o_jax
   >>> meta_params = l2o_jax.GraphL2O(hidden=32, layers=4).init(jax.random.key(0))
   >>> tx = optax.chain(l2o_jax.graph_l2o(meta_params))
-  >>> tx = optax.chain(l2o_jax.graph_l2o("ng-gnn-digits"))
+  >>> tx = optax.chain(l2o_jax.graph_l2o("ng-gnn-digits", total_steps=5000))
 """
 
 import functools

@@ -374,7 +374,9 @@ def test_linen_trainstate_trains_a_resnet_with_layernorm():
     batch = task.sample_batch(jax.random.key(1))
     variables = task.init(jax.random.key(0))
     apply_fn = lambda params, x: task.apply({"params": params}, x)  # TrainState holds variables['params']
-    tx = l2o_jax.graph_l2o("ng-gnn-digits", activations=task.activations, apply_fn=apply_fn, example_input=batch[0])
+    tx = l2o_jax.graph_l2o(
+        "ng-gnn-digits", activations=task.activations, apply_fn=apply_fn, example_input=batch[0], total_steps=21
+    )
     state = train_state.TrainState.create(apply_fn=apply_fn, params=variables["params"], tx=tx)
 
     @jax.jit

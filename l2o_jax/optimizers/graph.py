@@ -233,7 +233,7 @@ class _GraphFamily(LearnedOptimizer):
         return tiny_mlp_params() if self.probes is None else tiny_mlp_params(self.probes.input_size)
 
     def transform(
-        self, meta_params: MetaParams, *, apply_fn=None, example_input=None, **options
+        self, meta_params: MetaParams, *, apply_fn=None, example_input=None, total_steps=None, **options
     ) -> optax.GradientTransformationExtraArgs:
         """This learned optimizer as an optax transformation; with probes, ``init`` checks the optimizee.
 
@@ -243,6 +243,7 @@ class _GraphFamily(LearnedOptimizer):
             With ``example_input``, residual connections are read from it (see ``graphs.graph_spec``); with
             probes, ``init`` checks, outside ``jit``, that it computes what the probes run through.
           example_input: an input batch of the optimizee, to trace ``apply_fn`` (shapes only).
+          total_steps: the run's length, for meta-parameters that need it (see ``learned_transform``).
           **options: ``activations=``, ``order=``, ``strict=`` as in ``l2o_jax.graphs.graph_spec``.
 
         Example:
@@ -250,7 +251,7 @@ class _GraphFamily(LearnedOptimizer):
         """
         if example_input is not None:
             options = {**options, "apply_fn": apply_fn, "example_input": example_input}
-        tx = learned_transform(meta_params, **options)
+        tx = learned_transform(meta_params, total_steps=total_steps, **options)
         if self.probes is None:
             if apply_fn is not None and example_input is None:
                 raise ValueError(

@@ -10,7 +10,7 @@ Example:
   >>> import optax, l2o_jax
   >>> l2o_jax.pretrained.available()
   ['lstm-digits', 'ng-gnn-digits', ...]
-  >>> tx = optax.chain(optax.clip_by_global_norm(1.0), l2o_jax.graph_l2o('ng-gnn-digits'))
+  >>> tx = optax.chain(optax.clip_by_global_norm(1.0), l2o_jax.graph_l2o('ng-gnn-digits', total_steps=5000))
   >>> meta_params = l2o_jax.pretrained.load('ng-gnn-digits')   # the same, as MetaParams
 """
 
@@ -65,7 +65,7 @@ def load(name: str, directory: str | os.PathLike | None = None) -> MetaParams:
         entry's config (written by another version).
 
     Example:
-      >>> tx = l2o_jax.graph_l2o(load('ng-gnn-digits'))
+      >>> tx = l2o_jax.graph_l2o(load('ng-gnn-digits'), total_steps=5000)
     """
     return io.load_archive(_entry(name, directory))
 
