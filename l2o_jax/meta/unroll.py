@@ -62,11 +62,9 @@ def learned_transform_for(meta_params: MetaParams, task, total_steps=None) -> op
     Example:
       >>> tx = learned_transform_for(meta_params, image_task('digits', model='resnet', width=8))
     """
-    options = {"activations": task.activations}
+    options = {"activations": task.activations, "total_steps": total_steps}
     if not getattr(task, "is_chain", True) and meta_params.config.reads_computation:
         options.update(apply_fn=task.apply, example_input=task.example_input())
-    if total_steps is not None:
-        options.update(total_steps=total_steps)
     return meta_params.config.transform(meta_params, **options)
 
 

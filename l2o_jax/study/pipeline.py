@@ -169,19 +169,21 @@ def evaluate_task(study: StudyConfig, held_out: HeldOutTask, tuned: dict, workdi
     horizons = sorted({int(h) for by_horizon in tuned.values() for h in by_horizon})
     learned, learned_at = {}, {}
     for label, run_config in study.learned_runs().items():
-        learned[label] = []
         shorter = [h for h in horizons if h < held_out.steps] if run_config.learned_optimizer.needs_total_steps else []
-        learned_at[label] = {str(h): [] for h in shorter}
+        by_length = {steps: [] for steps in [held_out.steps, *shorter]}
         for index in range(study.meta_seeds):
             meta = io.load_meta_params(selected_path(workdir, label, index))
-            for steps in [held_out.steps, *shorter]:
+            for steps, runs in by_length.items():
                 log(f"evaluating {label} (meta-run {index}) on {task.name} for {steps} steps")
                 suffix = "" if steps == held_out.steps else f"-{steps}"
                 path = os.path.join(cache, f"{slug(label)}-seed{index}{suffix}.json")
-                curve = io.cached_json(
-                    path, lambda m=meta, n=steps: run(learned_transform_for(m, task, total_steps=n), n, label)
+                runs.append(
+                    io.cached_json(
+                        path, lambda m=meta, n=steps: run(learned_transform_for(m, task, total_steps=n), n, label)
+                    )
                 )
-                (learned[label] if steps == held_out.steps else learned_at[label][str(steps)]).append(curve)
+        learned[label] = by_length.pop(held_out.steps)
+        learned_at[label] = {str(steps): runs for steps, runs in by_length.items()}
     baselines = {}
     for name, by_horizon in tuned.items():
         baselines[name] = {}
@@ -209,7 +211,7 @@ def compare_at_horizons(curves: dict) -> list[dict]:
     for label, full_runs in curves["learned"].items():
         for name, by_horizon in curves["baselines"].items():
             for horizon, base in by_horizon.items():
-                runs = curves.get("learned_at", {}).get(label, {}).get(horizon, full_runs)
+                runs = curves["learned_at"][label].get(horizon, full_runs)
                 step = int(horizon)
                 rows.append({"learned": label, "baseline": name, "step": step, **compare_curves(runs, base, step)})
     return rows
