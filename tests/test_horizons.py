@@ -6,6 +6,7 @@ import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 from test_meta import LearnedStepSGD
 from test_meta import quadratic
@@ -18,6 +19,7 @@ from l2o_jax.meta import TruncatedBPTT
 from l2o_jax.meta import long_horizon_estimator
 from l2o_jax.optimizers import MLPL2O
 from l2o_jax.optimizers import OutputConfig
+from l2o_jax.optimizers import warmup_cosine
 
 
 def _run(estimator, outer_steps, key=0):
@@ -121,10 +123,21 @@ def test_cosine_schedule_scales_the_step_and_the_run_length_is_required():
 
     for t, factor in ((1, 1.0), (21, 0.5), (41, 0.0)):
         chex.assert_trees_all_close(step_at(cosine, t), factor * step_at(constant, t), atol=1e-7)
+    warm = constant.replace(config=dataclasses.replace(RUN_LENGTH_AWARE, output=OutputConfig(schedule="warmup_cosine")))
+    for t, factor in ((1, 0.0), (2, 0.5), (3, 1.0), (22, 0.5), (41, 0.0)):  # warmup: round(0.05 * 40) = 2 steps
+        chex.assert_trees_all_close(step_at(warm, t), factor * step_at(constant, t), atol=1e-7)
     with pytest.raises(ValueError, match="total_steps"):
         cosine.transform().init(params)
     with pytest.raises(ValueError, match="total_steps must be at least 1"):
         cosine.transform(total_steps=0)
+
+
+@pytest.mark.parametrize("total", [2, 7, 100, 3000])
+def test_warmup_cosine_is_optax_warmup_cosine_with_a_traced_run_length(total):
+    reference = optax.warmup_cosine_decay_schedule(0.0, 1.0, max(1, round(0.05 * total)), total, 0.0)
+    counts = jnp.arange(total + 3)
+    traced = jax.jit(jax.vmap(warmup_cosine, in_axes=(0, None)))(counts, jnp.asarray(total))
+    np.testing.assert_allclose(traced, jax.vmap(reference)(counts), atol=1e-6)
 
 
 def test_progress_features_saturate_at_the_end_of_the_run():

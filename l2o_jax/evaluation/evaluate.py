@@ -16,6 +16,7 @@ import optax
 from l2o_jax.meta.unroll import init_state
 from l2o_jax.meta.unroll import optax_rule
 from l2o_jax.meta.unroll import rollout
+from l2o_jax.optimizers import warmup_cosine
 
 #: The default grid of the tuned baselines: learning rates a factor 2 apart from 1e-4 to ~0.1, so that the
 #: best one is within a factor sqrt(2) of the grid's, times a small weight-decay grid.
@@ -157,10 +158,10 @@ def evaluate(
 def _adam_cosine(learning_rate, weight_decay, steps: int) -> optax.GradientTransformation:
     """AdamW with a linear warmup over the first 5 % of ``steps`` and a cosine decay to 0 at ``steps``.
 
-    The schedule is built with a peak of 1 and scaled by ``learning_rate``, so the learning rate may be traced.
+    The schedule is the learned optimizers' ``warmup_cosine`` (peak 1) scaled by ``learning_rate``, so the
+    learning rate may be traced.
     """
-    unit = optax.warmup_cosine_decay_schedule(0.0, 1.0, max(1, round(0.05 * steps)), steps, 0.0)
-    return optax.adamw(lambda count: learning_rate * unit(count), weight_decay=weight_decay)
+    return optax.adamw(lambda count: learning_rate * warmup_cosine(count, steps), weight_decay=weight_decay)
 
 
 #: The hand-made baselines: ``(learning_rate, weight_decay, steps) -> optax transform``; ``steps`` is the

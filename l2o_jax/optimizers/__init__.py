@@ -13,6 +13,7 @@ from l2o_jax.optimizers.base import OutputConfig
 from l2o_jax.optimizers.base import check_meta_params
 from l2o_jax.optimizers.base import learned_transform
 from l2o_jax.optimizers.base import tiny_mlp_params
+from l2o_jax.optimizers.base import warmup_cosine
 from l2o_jax.optimizers.graph import GraphL2O
 from l2o_jax.optimizers.graph import RecurrentGraphL2O
 from l2o_jax.optimizers.graph import TransformerL2O
@@ -65,4 +66,5 @@ __all__ = [
     "scale_graph_l2o",
     "tiny_mlp_params",
     "transformer_l2o",
+    "warmup_cosine",
 ]
