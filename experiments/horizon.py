@@ -124,7 +124,7 @@ def run(
     started = time.perf_counter()
 
     def publish(data):
-        data["provenance"] = report.provenance(started)
+        data["provenance"] = report.provenance(started, workdir=workdir)
         report.save(data, os.path.join(out, f"{name}_{scale}.json"))
 
     return run_study(

@@ -408,7 +408,7 @@ def run(study: Study, workdir: str, out: str, name: str, log=print) -> dict:
         }
         plot(study, curves_by_dataset, os.path.join(out, data["figure"]))
         data["not_run"] = [d for d in study.eval_datasets if d not in data["datasets"]]
-        data["provenance"] = report.provenance(started)
+        data["provenance"] = report.provenance(started, workdir=workdir)
         report.save(data, os.path.join(out, f"li_malik_{name}.json"))
     return data
 

@@ -31,15 +31,17 @@ if ROOT not in sys.path:  # `python experiments/x.py` puts experiments/ on the p
 from experiments.pages import RENDERERS  # noqa: E402, F401  (re-exported)
 from experiments.pages import renderer  # noqa: E402, F401  (re-exported)
 from experiments.pages import slug  # noqa: E402, F401  (re-exported)
+from l2o_jax import io  # noqa: E402
 
 RESULTS = os.path.join(ROOT, "docs", "results")
 README = os.path.join(ROOT, "README.md")
 BEGIN, END = "<!-- results:begin -->", "<!-- results:end -->"
 
 
-def provenance(started: float | None = None, *, command: str | None = None) -> dict:
-    """What a result's JSON records about how it was made: the exact command, the code version, the machine and
-    the wall time since ``started`` (a ``time.perf_counter()`` value).
+def provenance(started: float | None = None, *, command: str | None = None, workdir: str | None = None) -> dict:
+    """What a result's JSON records about how it was made: the exact command, the code version, the machine, the
+    wall time since ``started`` (a ``time.perf_counter()`` value) and, with ``workdir``, the compute time of every
+    cached stage there (``l2o_jax.io.stage_seconds``: what the result cost when this run resumed earlier ones).
 
     Example:
       >>> started = time.perf_counter()
@@ -68,6 +70,7 @@ def provenance(started: float | None = None, *, command: str | None = None) -> d
             "devices": [str(d) for d in jax.devices()],
         },
         "seconds": None if started is None else round(time.perf_counter() - started, 1),
+        "stage_seconds": None if workdir is None else io.stage_seconds(workdir),
         "finished": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
     }
 
@@ -123,6 +126,10 @@ def provenance_section(p: dict) -> str:
         f"- Machine: {machine or missing}",
         f"- Wall time: {f'{seconds:.0f} s' if seconds is not None else missing}",
     ]
+    if p.get("stage_seconds"):
+        lines.append(
+            f"- Compute time of its cached stages, over every run that resumed them: {p['stage_seconds']:.0f} s"
+        )
     if p.get("finished"):
         lines.append(f"- Finished: {p['finished']}")
     if p.get("note"):
@@ -148,13 +155,15 @@ def readme_table(results: dict[str, dict]) -> str:
     rows = [
         "Every page below is written from the JSON file beside it by `python -m experiments.report`.",
         "",
-        "| result | page | command | wall time |",
+        "| result | page | command | wall time (cached stages' compute time) |",
         "|---|---|---|---|",
     ]
     for name, data in results.items():
         page = os.path.splitext(name)[0] + ".md"
         p = data.get("provenance") or {}
         seconds = f"{p['seconds']:.0f} s" if p.get("seconds") is not None else "not recorded"
+        if p.get("stage_seconds"):
+            seconds += f" ({p['stage_seconds']:.0f} s)"
         command = f"`{p['command']}`" if p.get("command") else "not recorded"
         rows.append(f"| {data['title']} | [{page}](docs/results/{page}) | {command} | {seconds} |")
     return "\n".join(rows)

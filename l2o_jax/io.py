@@ -27,6 +27,7 @@ import csv
 import json
 import os
 import tempfile
+import time
 from pathlib import Path
 
 import jax
@@ -270,9 +271,14 @@ def cached_zoo(path: str | os.PathLike, config: ZooConfig, *, progress: bool = T
     return zoo, False
 
 
+#: The suffix of the file ``cached_json`` records a stage's compute time in.
+SECONDS_SUFFIX = ".seconds"
+
+
 def cached_json(path: str | os.PathLike, compute):
     """``compute()``'s JSON-ready result, stored at ``path`` the first time (never half-written) and read back after:
-    the stages of a long study resume where a killed run stopped.
+    the stages of a long study resume where a killed run stopped. The seconds ``compute`` took are kept beside it
+    (``<path>.seconds``), so ``stage_seconds`` can add up what a study cost over all the runs that resumed it.
 
     Example:
       >>> tuned = cached_json('runs/study/tuning/adam-1000.json', lambda: dataclasses.asdict(tune()))
@@ -281,12 +287,31 @@ def cached_json(path: str | os.PathLike, compute):
     if os.path.exists(path):
         with open(path) as f:
             return json.load(f)
+    started = time.perf_counter()
     value = compute()
+    seconds = time.perf_counter() - started
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    with open(path + ".tmp", "w") as f:
-        json.dump(value, f)
-    os.replace(path + ".tmp", path)
+    for target, text in ((path, json.dumps(value)), (path + SECONDS_SUFFIX, f"{seconds:.1f}")):
+        with open(target + ".tmp", "w") as f:
+            f.write(text)
+        os.replace(target + ".tmp", target)
     return value
+
+
+def stage_seconds(directory: str | os.PathLike) -> float:
+    """The seconds every ``cached_json`` stage under ``directory`` took to compute, added up: a study's cost even
+    when its last run only read its stages back (stages cached before their times were recorded count 0).
+
+    Example:
+      >>> stage_seconds('runs/horizon_smoke')  # e.g. 5120.3
+    """
+    total = 0.0
+    for root, _, files in os.walk(os.fspath(directory)):
+        for name in files:
+            if name.endswith(SECONDS_SUFFIX):
+                with open(os.path.join(root, name)) as f:
+                    total += float(f.read())
+    return round(total, 1)
 
 
 __all__ = [
@@ -302,4 +327,5 @@ __all__ = [
     "save_archive",
     "save_meta_params",
     "save_zoo",
+    "stage_seconds",
 ]

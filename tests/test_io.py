@@ -3,6 +3,7 @@ config encoding rebuilds families, their nested configs and meta-training runs."
 
 import dataclasses
 import json
+import time
 
 import chex
 import jax
@@ -124,3 +125,19 @@ def test_meta_training_config_round_trips_and_unencodable_parts_are_reported():
     assert config_from_dict(data["learned_optimizer"]) == config.learned_optimizer
     with pytest.raises(ValueError, match="config.task_family was saved as"):
         MetaTrainConfig.from_json(custom.to_json())
+
+
+def test_cached_stages_are_computed_once_and_their_compute_time_adds_up(tmp_path):
+    calls = []
+
+    def slow_stage(value):
+        calls.append(value)
+        time.sleep(0.2)
+        return {"value": value}
+
+    for _ in range(2):  # the second pass only reads the stages back
+        assert io.cached_json(tmp_path / "a.json", lambda: slow_stage(1)) == {"value": 1}
+        assert io.cached_json(tmp_path / "sub" / "b.json", lambda: slow_stage(2)) == {"value": 2}
+    assert calls == [1, 2]
+    assert 0.4 <= io.stage_seconds(tmp_path) < 5.0
+    assert io.stage_seconds(tmp_path / "sub") < io.stage_seconds(tmp_path)
