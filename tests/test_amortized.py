@@ -249,3 +249,19 @@ def test_zoo_cli_writes_a_loadable_zoo_and_reuses_it(tmp_path, capsys):
     assert str(out) in captured.out and 'built' in captured.err
     assert cli.main(['zoo', *flags]) == 0
     assert 'reused' in capsys.readouterr().err
+
+
+def test_run_optimizer_stops_each_member_after_its_own_steps():
+    """A member given ``active_steps=k`` ends where the same member trained for exactly ``k`` steps ends (the same
+    batches); one step fewer or more would differ."""
+    task = image_task('digits', model='mlp', width=4, depth=2, batch_size=8)
+    stack = jax.vmap(task.init)(jax.random.split(jax.random.key(0), 3))
+    tx = amortized.baseline_optimizer('adam', 0.05)
+    run = lambda steps, **kw: amortized.run_optimizer(task, stack, tx, jax.random.key(1), steps, l1=1e-3, **kw)[0]
+    active = [2, 4, 1]
+    stopped = run(5, active_steps=np.array(active))
+    for member, steps in enumerate(active):
+        member_of = lambda stack: jax.tree.map(lambda x: x[member], stack)
+        assert _rel_error(member_of(stopped), member_of(run(steps))) == 0.0
+        for other in (steps - 1, steps + 1):
+            assert _rel_error(member_of(stopped), member_of(run(other))) > 1e-4

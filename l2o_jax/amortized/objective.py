@@ -12,6 +12,9 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from l2o_jax.meta import InnerState
+from l2o_jax.meta import optax_rule
+from l2o_jax.meta import rollout
 from l2o_jax.tasks import Task
 
 #: Parameters with magnitude below this count as zero in ``sparsity``.
@@ -103,9 +106,10 @@ def run_optimizer(
 ):
     """Trains every network of a stack for ``num_steps`` steps of ``tx`` on ``objective``, vmapped over members.
 
-    Each member draws its own training batches. ``tx`` may hold per-member hyperparameters: pass an
-    ``opt_state`` initialised under ``jax.vmap`` (e.g. ``optax.inject_hyperparams``). ``num_steps`` is a
-    traced loop bound, so runs of any length share one compilation (per ``tx`` object and shapes).
+    Each step is one step of ``l2o_jax.meta.rollout``; each member draws its own training batches. ``tx`` may hold
+    per-member hyperparameters: pass an ``opt_state`` initialised under ``jax.vmap`` (e.g.
+    ``optax.inject_hyperparams``). ``num_steps`` is a traced loop bound, so runs of any length share one
+    compilation (per ``tx`` object and shapes).
 
     Args:
       task: the architecture and data.
@@ -131,15 +135,19 @@ def run_optimizer(
 
 @functools.partial(jax.jit, static_argnames=('tx',))
 def _run_optimizer(task, stack, tx, key, num_steps, l1, opt_state, active_steps):
-    def member_step(params, state, batch_key, active):
-        grads = jax.grad(objective, argnums=1)(task, params, task.sample_batch(batch_key), l1)
-        updates, new_state = tx.update(grads, state, params)
-        new_params = optax.apply_updates(params, updates)
-        keep = lambda new, old: jnp.where(active, new, old)
-        return jax.tree.map(keep, new_params, params), jax.tree.map(keep, new_state, state)
+    rule = optax_rule(tx)
+    value_and_grad = jax.value_and_grad(lambda params, batch: objective(task, params, batch, l1))
 
-    def step(index, carry):
-        batch_keys = jax.random.split(jax.random.fold_in(key, index), active_steps.shape[0])
-        return jax.vmap(member_step)(*carry, batch_keys, index < active_steps)
+    def member_step(state, active):
+        new, _ = rollout(task, rule, state, 1, value_and_grad=value_and_grad)
+        return jax.tree.map(lambda new, old: jnp.where(active, new, old), new, state)
 
-    return jax.lax.fori_loop(0, num_steps, step, (stack, opt_state))
+    def step(index, states):
+        return jax.vmap(member_step)(states, index < active_steps)
+
+    # One rollout step per iteration of a loop with a traced bound (rollout's scan needs a static length): runs of
+    # every length share one compilation, and each member keeps its state once past its own number of steps.
+    members = active_steps.shape[0]
+    start = InnerState(stack, opt_state, jnp.zeros((members,), jnp.int32), jax.random.split(key, members))
+    final = jax.lax.fori_loop(0, num_steps, step, start)
+    return final.params, final.opt_state
