@@ -18,7 +18,8 @@ import sys
 
 from common import run_experiment
 
-OPTIMIZERS = ("NG-GNN", "NG-T", "LSTM", "MLP")
+#: Sbicego et al.'s four, and NG-GNN and LSTM with Kofinas et al.'s step (the network's output, no Adam direction).
+OPTIMIZERS = ("NG-GNN", "NG-T", "LSTM", "MLP", "NG-GNN (base none)", "LSTM (base none)")
 
 
 def main(argv: list[str] | None = None) -> dict:
