@@ -1,4 +1,4 @@
-"""Test-session setup: JAX's persistent compilation cache.
+"""Test-session setup: JAX's persistent compilation cache, and the tiny things several test files share.
 
 Most of the suite's time is XLA compiling the same small programs again: in each pytest-xdist worker, in every
 notebook kernel, on every CI rerun. With the cache on disk, a program compiled once is loaded afterwards (on 2
@@ -10,6 +10,11 @@ import os
 import pathlib
 
 import jax
+import jax.numpy as jnp
+import pytest
+from problems import TINY_FAMILY
+
+from l2o_jax.policy_search import expected_reward
 
 CACHE_DIR = os.environ.setdefault(
     "JAX_COMPILATION_CACHE_DIR", str(pathlib.Path.home() / ".cache" / "l2o_jax_tests" / "jax")
@@ -39,3 +44,17 @@ def pytest_configure(config):
     # jax may have been imported (reading the environment) before this file; set the options directly too.
     jax.config.update("jax_compilation_cache_dir", CACHE_DIR)
     jax.config.update("jax_persistent_cache_min_compile_time_secs", float(MIN_COMPILE_SECONDS))
+
+
+@pytest.fixture(scope="session")
+def tiny_task():
+    """The tiny family's one task (``problems.TINY_FAMILY``): digits, an MLP of width 8 and depth 2, batch 32."""
+    return TINY_FAMILY.sample(jax.random.key(0))
+
+
+@pytest.fixture(scope="session")
+def held_out_reward(tiny_task):
+    """``meta -> expected reward`` of a Li & Malik policy's mean over 20 steps on 4 fixed held-out optimizees of the
+    tiny task (keys 10_000 to 10_003), compiled once for every policy-search test."""
+    keys = jnp.stack([jax.random.key(10_000 + i) for i in range(4)])
+    return jax.jit(lambda meta: expected_reward(meta, tiny_task, keys, 20))

@@ -3,6 +3,12 @@
 import jax
 import optax
 
+from l2o_jax.tasks import TaskFamily
+
+#: The tiny family: digits, an MLP of width 8 and depth 2, batch 32. One architecture, so every sample is the
+#: same task (``tiny_task`` in conftest.py): meta-training on it trains on one task.
+TINY_FAMILY = TaskFamily(models=("mlp",), widths=(8,), depths=(2,), batch_size=32)
+
 
 def classification_problem(model, shape, key=0):
     """``(params, loss_fn)`` of ``model`` on a fixed random batch of inputs ``shape`` with 3 classes."""

@@ -6,6 +6,7 @@ import numpy as np
 import optax
 import pytest
 import scipy.linalg
+from problems import TINY_FAMILY
 
 from l2o_jax.gps import GuidedPolicySearch
 from l2o_jax.gps import KLBoundState
@@ -22,8 +23,6 @@ from l2o_jax.meta import MetaTrainConfig
 from l2o_jax.meta import meta_train
 from l2o_jax.optimizers.li_malik import LiMalikL2O
 from l2o_jax.policy_search import POLICY_SEARCH_ESTIMATORS
-from l2o_jax.policy_search import expected_reward
-from l2o_jax.tasks import image_task
 
 SMALL = LiMalikL2O(hidden=8, init_lr=0.03)
 
@@ -104,15 +103,10 @@ def test_dynamics_fit_recovers_time_varying_linear_gaussian_dynamics():
     np.testing.assert_allclose(pooled.gain, np.broadcast_to(gains.mean(0), gains.shape), atol=0.03)
 
 
-@pytest.fixture(scope="module")
-def task():
-    return image_task("digits", model="mlp", width=8, depth=2, batch_size=32)
-
-
-def test_supervised_steps_decrease_the_kl_to_the_local_controllers(task):
+def test_supervised_steps_decrease_the_kl_to_the_local_controllers(tiny_task):
     meta = SMALL.init(jax.random.key(0))
     estimator = GuidedPolicySearch(length=12, num_trajectories=2, kl_bound=10.0)
-    runs = jax.jit(lambda m, k: estimator.sample(m, task, k))(meta, jax.random.key(1))
+    runs = jax.jit(lambda m, k: estimator.sample(m, tiny_task, k))(meta, jax.random.key(1))
     policy_var = jnp.exp(2 * (meta.arrays["log_lr"] + meta.arrays["log_std"]))
     target_mean, target_var, info = local_controllers(runs, policy_var, estimator.kl_bound)
     np.testing.assert_allclose(float(info["kl"]), estimator.kl_bound, rtol=1e-3)
@@ -138,26 +132,16 @@ def test_supervised_steps_decrease_the_kl_to_the_local_controllers(task):
     assert losses[-1] < 0.8 * losses[0], losses
 
 
-class OneTask:
-    def __init__(self, task):
-        self.task = task
-
-    def sample(self, key):
-        return self.task
-
-
-def test_gps_improves_expected_reward_on_held_out_optimizees(task, tmp_path):
-    keys = jnp.stack([jax.random.key(10_000 + i) for i in range(4)])
-    score = jax.jit(lambda meta: expected_reward(meta, task, keys, 20))
+def test_gps_improves_expected_reward_on_held_out_optimizees(held_out_reward, tmp_path):
     estimator = POLICY_SEARCH_ESTIMATORS["gps"](length=20, num_trajectories=4, kl_bound=10.0)
-    config = MetaTrainConfig(SMALL, OneTask(task), estimator, outer_steps=10, meta_lr=0.05, checkpoint_every=10)
+    config = MetaTrainConfig(SMALL, TINY_FAMILY, estimator, outer_steps=10, meta_lr=0.05, checkpoint_every=10)
     trained = meta_train(config, tmp_path, progress=False).meta_params
     trained = trained.replace(arrays=jax.tree.map(np.asarray, trained.arrays))
-    before, after = float(score(SMALL.init(jax.random.key(0)))), float(score(trained))
+    before, after = float(held_out_reward(SMALL.init(jax.random.key(0)))), float(held_out_reward(trained))
     assert after > before + 0.1, (before, after)
 
 
-def test_kl_bound_adapts_by_predicted_against_actual_improvement(task):
+def test_kl_bound_adapts_by_predicted_against_actual_improvement(tiny_task):
     limits = (1.0, 1e4)
     adapted = lambda objective, state=KLBoundState(100.0, 1.0, 0.5): float(adapt_kl_bound(state, objective, limits)[0])
     assert adapted(0.75) == pytest.approx(100.0)  # half the promised improvement: kept
@@ -168,8 +152,8 @@ def test_kl_bound_adapts_by_predicted_against_actual_improvement(task):
     assert adapted(0.9, KLBoundState(100.0, jnp.nan, jnp.nan)) == 100.0  # first iteration: kept
     estimator = GuidedPolicySearch(length=12, num_trajectories=2, kl_bound=10.0, adapt_kl_bound=True)
     meta = SMALL.init(jax.random.key(0))
-    state = estimator.init(meta, task, jax.random.key(0))
-    estimate = jax.jit(lambda m, s, k: estimator.estimate(m, task, s, k))
+    state = estimator.init(meta, tiny_task, jax.random.key(0))
+    estimate = jax.jit(lambda m, s, k: estimator.estimate(m, tiny_task, s, k))
     loss, _, state = estimate(meta, state, jax.random.key(1))
     assert float(state.kl_bound) == 10.0 and float(state.objective) == float(loss)
     assert float(state.predicted) < float(loss)  # the controllers' promise, read at the next iteration

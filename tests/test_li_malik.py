@@ -5,6 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+from problems import TINY_FAMILY
 
 from l2o_jax.meta import AntitheticES
 from l2o_jax.meta import MetaTrainConfig
@@ -14,23 +15,8 @@ from l2o_jax.optimizers.li_malik import li_malik_l2o
 from l2o_jax.optimizers.li_malik import li_malik_step
 from l2o_jax.policy_search import Reinforce
 from l2o_jax.policy_search import costs_to_go
-from l2o_jax.policy_search import expected_reward
-from l2o_jax.tasks import image_task
 
 SMALL = LiMalikL2O(hidden=8, init_lr=0.03)
-
-
-class OneTask:
-    def __init__(self, task):
-        self.task = task
-
-    def sample(self, key):
-        return self.task
-
-
-@pytest.fixture(scope="module")
-def task():
-    return image_task("digits", model="mlp", width=8, depth=2, batch_size=32)
 
 
 def _hand_average(values, i):
@@ -56,13 +42,13 @@ def test_averaged_features_match_hand_computation_over_five_steps():
         np.testing.assert_allclose(kept.mean(0), _hand_average([g["w"] for g in grads], i), rtol=1e-5, atol=1e-6)
 
 
-def test_in_optax_chain_under_jit_and_value_is_required(task):
-    params = task.init(jax.random.key(0))
+def test_in_optax_chain_under_jit_and_value_is_required(tiny_task):
+    params = tiny_task.init(jax.random.key(0))
     tx = optax.chain(optax.clip_by_global_norm(1.0), li_malik_l2o(SMALL.init(jax.random.key(1))))
 
     @jax.jit
     def step(params, state, key):
-        loss, grads = jax.value_and_grad(task.loss)(params, task.sample_batch(key))
+        loss, grads = jax.value_and_grad(tiny_task.loss)(params, tiny_task.sample_batch(key))
         updates, state = tx.update(grads, state, params, value=loss)
         return optax.apply_updates(params, updates), state, loss
 
@@ -71,18 +57,18 @@ def test_in_optax_chain_under_jit_and_value_is_required(task):
         params, state, loss = step(params, state, jax.random.key(i))
     assert np.isfinite(float(loss))
     assert all(np.all(np.isfinite(x)) for x in jax.tree.leaves(params))
-    grads = jax.grad(task.loss)(params, task.sample_batch(jax.random.key(9)))
+    grads = jax.grad(tiny_task.loss)(params, tiny_task.sample_batch(jax.random.key(9)))
     with pytest.raises(ValueError, match="value=loss"):
         tx.update(grads, state, params)
     with pytest.raises(ValueError, match="parameters"):
         li_malik_l2o(SMALL.init(jax.random.key(1))).update(grads, state[1], value=1.0)
 
 
-def test_key_samples_the_gaussian_policy_around_its_mean(task):
-    params = task.init(jax.random.key(0))
+def test_key_samples_the_gaussian_policy_around_its_mean(tiny_task):
+    params = tiny_task.init(jax.random.key(0))
     meta = SMALL.init(jax.random.key(1))
     tx = li_malik_l2o(meta)
-    grads = jax.grad(task.loss)(params, task.sample_batch(jax.random.key(2)))
+    grads = jax.grad(tiny_task.loss)(params, tiny_task.sample_batch(jax.random.key(2)))
     mean, _ = tx.update(grads, tx.init(params), params, value=2.3)
     sampled, _ = tx.update(grads, tx.init(params), params, value=2.3, key=jax.random.key(3))
     noise = np.concatenate([np.ravel(s - m) for s, m in zip(jax.tree.leaves(sampled), jax.tree.leaves(mean))])
@@ -96,16 +82,6 @@ def test_costs_to_go():
     np.testing.assert_allclose(costs_to_go(jnp.array([4.0, 3.0, 1.0])), [4 / 3, 1 / 3, 0.0], rtol=1e-6)
 
 
-HELD_OUT = [10_000 + i for i in range(4)]
-
-
-@pytest.fixture(scope="module")
-def held_out_score(task):
-    """Expected reward of the mean policy on fixed held-out optimizees, compiled once for both estimators."""
-    keys = jnp.stack([jax.random.key(k) for k in HELD_OUT])
-    return jax.jit(lambda meta: expected_reward(meta, task, keys, 20))
-
-
 @pytest.mark.parametrize(
     "estimator, steps, meta_lr",
     [
@@ -114,15 +90,12 @@ def held_out_score(task):
     ],
 )
 def test_short_policy_search_improves_expected_reward_on_held_out_tasks(
-    task, held_out_score, tmp_path, estimator, steps, meta_lr
+    held_out_reward, tmp_path, estimator, steps, meta_lr
 ):
-    score = held_out_score
-    config = MetaTrainConfig(
-        SMALL, OneTask(task), estimator, outer_steps=steps, meta_lr=meta_lr, checkpoint_every=steps
-    )
+    config = MetaTrainConfig(SMALL, TINY_FAMILY, estimator, outer_steps=steps, meta_lr=meta_lr, checkpoint_every=steps)
     trained = meta_train(config, tmp_path, progress=False).meta_params
     # Plain arrays: meta_train's carry the task mesh's sharding, which would recompile the score.
     trained = trained.replace(arrays=jax.tree.map(np.asarray, trained.arrays))
-    before = float(score(SMALL.init(jax.random.key(0))))  # any fresh policy: its steps are near zero
-    after = float(score(trained))
+    before = float(held_out_reward(SMALL.init(jax.random.key(0))))  # any fresh policy: its steps are near zero
+    after = float(held_out_reward(trained))
     assert after > before + 0.15, (before, after)

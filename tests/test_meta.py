@@ -15,6 +15,7 @@ import numpy as np
 import optax
 import pytest
 from flax import struct
+from problems import TINY_FAMILY
 
 from l2o_jax import meta
 from l2o_jax.features import FeatureConfig
@@ -33,7 +34,6 @@ from l2o_jax.meta import read_metrics
 from l2o_jax.meta import select_best_checkpoint
 from l2o_jax.optimizers import MLPL2O
 from l2o_jax.optimizers import MetaParams
-from l2o_jax.tasks import TaskFamily
 from l2o_jax.tasks import image_task
 
 # -- a smooth toy: SGD with a learned step size on a quadratic -------------------------------------------------
@@ -111,11 +111,15 @@ def _log_lr(tree):
 
 # -- a tiny real run, shared by the learning, resume, sharding and model-selection tests -----------------------
 
-FAMILY = TaskFamily(models=("mlp",), widths=(8,), depths=(2,), batch_size=32)
 LEARNED = MLPL2O(hidden=(8,), features=FeatureConfig(betas=(0.5, 0.9), step_timescales=(1, 10)))  # compiles fast
 UNROLL = 10
 TINY = MetaTrainConfig(
-    LEARNED, FAMILY, FullUnrollBPTT(lengths=(UNROLL,), num_tasks=8), outer_steps=30, meta_lr=3e-2, checkpoint_every=10
+    LEARNED,
+    TINY_FAMILY,
+    FullUnrollBPTT(lengths=(UNROLL,), num_tasks=8),
+    outer_steps=30,
+    meta_lr=3e-2,
+    checkpoint_every=10,
 )
 
 
@@ -131,19 +135,17 @@ def _evaluation_loss(meta_params, task):
     return jax.vmap(lambda k: fresh_unroll_loss(meta_params.arrays, meta_params, task, k, UNROLL))(keys).mean()
 
 
-def test_meta_training_lowers_the_meta_loss_on_fixed_tasks(tiny_run, tmp_path):
-    task = FAMILY.sample(jax.random.key(0))
+def test_meta_training_lowers_the_meta_loss_on_fixed_tasks(tiny_run, tiny_task, tmp_path):
     untrained = meta_train(TINY, tmp_path, progress=False, stop_after=0).meta_params
-    before = float(_evaluation_loss(jax.device_get(untrained), task))
-    after = float(_evaluation_loss(jax.device_get(tiny_run.meta_params), task))  # host arrays: one compile
+    before = float(_evaluation_loss(jax.device_get(untrained), tiny_task))
+    after = float(_evaluation_loss(jax.device_get(tiny_run.meta_params), tiny_task))  # host arrays: one compile
     assert after < before - 0.05, (before, after)
     losses = [r["meta_loss"] for r in tiny_run.metrics]
     assert np.mean(losses[-5:]) < np.mean(losses[:5])
 
 
-def test_select_best_checkpoint_scores_every_checkpoint(tiny_run):
-    task = FAMILY.sample(jax.random.key(0))
-    best, meta_params, scores = select_best_checkpoint(tiny_run.workdir, LEARNED, [task], length=UNROLL, seeds=1)
+def test_select_best_checkpoint_scores_every_checkpoint(tiny_run, tiny_task):
+    best, meta_params, scores = select_best_checkpoint(tiny_run.workdir, LEARNED, [tiny_task], length=UNROLL, seeds=1)
     assert sorted(scores) == checkpoint_steps(tiny_run.workdir) == [0, 10, 20, 30]
     assert scores[best] == min(scores.values())
     np.testing.assert_array_equal(
