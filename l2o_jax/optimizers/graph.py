@@ -336,82 +336,58 @@ class RecurrentGraphL2O(_GraphFamily):
         return self.lstm_hidden
 
 
-def graph_l2o(
-    meta_params: MetaParams,
-    *,
-    activations=None,
-    order=None,
-    apply_fn=None,
-    example_input=None,
-    strict=False,
-    total_steps=None,
-) -> optax.GradientTransformationExtraArgs:
+def graph_l2o(meta_params: MetaParams, **reading) -> optax.GradientTransformationExtraArgs:
     """NG-GNN as an optax transformation.
 
     Args:
       meta_params: ``GraphL2O(...).init(key)``, trained meta-parameters or ``load_meta_params(path)``. The
         top-level ``l2o_jax.graph_l2o`` also takes the name of a shipped pretrained entry, such as
         ``"ng-gnn-digits"`` (see ``l2o_jax.pretrained.available()``).
-      activations, order: how to read the optimizee's architecture (see ``l2o_jax.graphs.graph_spec``):
-        the activation name(s) and, when the natural order of layer names is not the forward order, the
-        layer paths in order.
-      apply_fn: the optimizee's ``apply_fn(params, inputs) -> outputs`` (e.g. ``model.apply``), for
-        meta-parameters with probes (``GraphL2O(probes=ProbeConfig(...))``): ``init`` checks, outside ``jit``, that
-        the forward pass the probes run through (read from ``params``, ``activations`` and ``order``) is this
-        network's, and raises a ValueError otherwise. With ``example_input`` (an input batch), the model's residual
-        connections are read from its computation and become identity edges of the neural graph
+      **reading: how to read the optimizee and its run, all optional (an unknown keyword is a TypeError here):
+        ``activations``, ``order``: the activation name(s) and, when the natural order of layer names is not the
+        forward order, the layer paths in order (see ``l2o_jax.graphs.graph_spec``).
+        ``apply_fn``: the optimizee's ``apply_fn(params, inputs) -> outputs`` (e.g. ``model.apply``), for
+        meta-parameters with probes (``GraphL2O(probes=ProbeConfig(...))``): ``init`` checks, outside ``jit``,
+        that the forward pass the probes run through (read from ``params``, ``activations`` and ``order``) is this
+        network's, and raises a ValueError otherwise. With ``example_input`` (an input batch), the model's
+        residual connections are read from its computation and become identity edges of the neural graph
         (``graphs.graph_spec``); otherwise, without probes, it must be left out.
-      example_input: see ``apply_fn``.
-      total_steps: the length of the training run, for meta-parameters meta-trained to know it
+        ``strict``: refuse parameters the graph cannot place instead of optimising them as lone coordinates.
+        ``total_steps``: the length of the training run, for meta-parameters meta-trained to know it
         (``meta_params.config.needs_total_steps``); ignored otherwise.
 
     Returns:
       ``optax.GradientTransformationExtraArgs``; ``update`` needs ``params`` and uses ``value=loss`` if given.
 
     Example:
-      >>> tx = optax.chain(graph_l2o(meta_params))
+      >>> tx = optax.chain(graph_l2o(meta_params, total_steps=1000))
       >>> state = tx.init(params)
       >>> updates, state = tx.update(grads, state, params, value=loss)
       >>> params = optax.apply_updates(params, updates)
     """
-    meta_params = check_meta_params(meta_params, GraphL2O)
-    return meta_params.transform(
-        activations=activations,
-        order=order,
-        apply_fn=apply_fn,
-        example_input=example_input,
-        strict=strict,
-        total_steps=total_steps,
-    )
+    return _graph_transform(check_meta_params(meta_params, GraphL2O), **reading)
 
 
-def transformer_l2o(
-    meta_params: MetaParams,
-    *,
-    activations=None,
-    order=None,
-    apply_fn=None,
-    example_input=None,
-    strict=False,
-    total_steps=None,
-) -> optax.GradientTransformationExtraArgs:
-    """NG-T (relational transformer over the neural graph) as an optax transformation; see ``graph_l2o``.
+def transformer_l2o(meta_params: MetaParams, **reading) -> optax.GradientTransformationExtraArgs:
+    """NG-T (relational transformer over the neural graph) as an optax transformation; ``reading`` as for
+    ``graph_l2o``.
 
     Example:
       >>> tx = transformer_l2o(TransformerL2O().init(jax.random.key(0)))
     """
-    meta_params = check_meta_params(meta_params, TransformerL2O)
-    return meta_params.transform(
-        activations=activations,
-        order=order,
-        apply_fn=apply_fn,
-        example_input=example_input,
-        strict=strict,
-        total_steps=total_steps,
-    )
+    return _graph_transform(check_meta_params(meta_params, TransformerL2O), **reading)
 
 
-def recurrent_graph_l2o(
+def recurrent_graph_l2o(meta_params: MetaParams, **reading) -> optax.GradientTransformationExtraArgs:
+    """RecurrentGNN as an optax transformation; ``reading`` as for ``graph_l2o``.
+
+    Example:
+      >>> tx = recurrent_graph_l2o(RecurrentGraphL2O().init(jax.random.key(0)))
+    """
+    return _graph_transform(check_meta_params(meta_params, RecurrentGraphL2O), **reading)
+
+
+def _graph_transform(
     meta_params: MetaParams,
     *,
     activations=None,
@@ -421,12 +397,7 @@ def recurrent_graph_l2o(
     strict=False,
     total_steps=None,
 ) -> optax.GradientTransformationExtraArgs:
-    """RecurrentGNN as an optax transformation; see ``graph_l2o``.
-
-    Example:
-      >>> tx = recurrent_graph_l2o(RecurrentGraphL2O().init(jax.random.key(0)))
-    """
-    meta_params = check_meta_params(meta_params, RecurrentGraphL2O)
+    """The optax transform of checked graph-family meta-parameters; its keywords are every factory's ``reading``."""
     return meta_params.transform(
         activations=activations,
         order=order,
