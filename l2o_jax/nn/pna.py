@@ -13,6 +13,7 @@ import jax
 import jax.numpy as jnp
 
 from l2o_jax.nn.mlp import MLP
+from l2o_jax.nn.mlp import GatheredDense
 
 _STD_EPS = 1e-5
 
@@ -174,13 +175,13 @@ class PNALayer(nn.Module):
         edge_mask, node_mask = graph_masks(nodes.shape[0], senders, receivers, edge_mask, node_mask)
         width = self.features
 
-        message = MLP((width, width), name='edge_mlp')(jnp.concatenate([edges, nodes[senders], nodes[receivers]], -1))
-        gamma, beta = jnp.split(nn.Dense(2 * width, name='edge_film')(edges), 2, -1)
+        message = MLP((width, width), name='edge_mlp')(edges, (nodes, senders), (nodes, receivers))
+        gamma, beta = GatheredDense(2 * width, chunks=2, name='edge_film')(edges)
         edges = nn.LayerNorm(name='edge_norm')(edges + gamma * message + beta)
         edges = jnp.where(edge_mask[:, None], edges, 0.0)
 
-        forward = nn.Dense(width, name='forward_message')(jnp.concatenate([edges, nodes[senders]], -1))
-        backward = nn.Dense(width, name='backward_message')(jnp.concatenate([edges, nodes[receivers]], -1))
+        forward = GatheredDense(width, name='forward_message')(edges, (nodes, senders))
+        backward = GatheredDense(width, name='backward_message')(edges, (nodes, receivers))
         pooled = [
             aggregate(forward, receivers, edge_mask, node_mask, self.aggregators, self.scalers),
             aggregate(backward, senders, edge_mask, node_mask, self.aggregators, self.scalers),

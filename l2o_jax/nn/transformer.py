@@ -94,7 +94,7 @@ class RelationalTransformerLayer(nn.Module):
         nodes = nn.LayerNorm(name='node_norm')(nodes + MLP((width, width), name='node_mlp')(nodes))
         nodes = jnp.where(node_mask[:, None], nodes, 0.0)
 
-        update = MLP((width, width), name='edge_mlp')(jnp.concatenate([edges, nodes[senders], nodes[receivers]], -1))
+        update = MLP((width, width), name='edge_mlp')(edges, (nodes, senders), (nodes, receivers))
         edges = nn.LayerNorm(name='edge_norm')(edges + update)
         return nodes, jnp.where(edge_mask[:, None], edges, 0.0)
 
