@@ -107,12 +107,13 @@ class GraphNet(nn.Module):
             node_x = jnp.concatenate([node_x, probes.astype(node_x.dtype)], -1)
         d = self.hidden
         cell_encoder = MLP((d,), final_activation=True, name="cell_encoder")
-        # Only the real kernel cells are encoded and decoded: dense edges padded to a 3x3 window, or to an attention
-        # layer's three cells, would otherwise cost several times their own work.
+        # Only the real kernel cells are encoded and decoded, as rows: dense edges padded to a 3x3 window, or to an
+        # attention layer's three cells, would otherwise cost several times their own work.
         real = np.flatnonzero(spec.edge_kernel_mask.reshape(-1))
-        cells = _on_real_cells(cell_encoder, edge_x, real)  # (E, K, d), zero in padding cells
-        mask = jnp.asarray(spec.edge_kernel_mask, cells.dtype)[..., None]
-        edges = (cells * mask).sum(1) / mask.sum(1)
+        cell_edge = real // spec.kernel_size  # the edge of each real cell, ascending
+        cells = cell_encoder(edge_x.reshape((-1, edge_x.shape[-1]))[real])  # (real cells, d)
+        cell_sums = jax.ops.segment_sum(cells, cell_edge, spec.n_edge, indices_are_sorted=True)
+        edges = cell_sums / spec.edge_kernel_mask.sum(1, keepdims=True).astype(cells.dtype)
         edges = edges + nn.Embed(len(graphs.LAYER_KINDS), d, name="edge_kind")(spec.edge_kind)
         node_encoder = MLP((d,), final_activation=True, name="node_encoder")
         node_enc = node_encoder(node_x)
@@ -142,8 +143,9 @@ class GraphNet(nn.Module):
         edges = edges[: spec.n_edge]
         edge_decoder = MLP((d,), final_activation=True, name="edge_decoder")
         edge_output = output_head(2, self.output, "edge_output")
-        edge_in = jnp.concatenate([jnp.broadcast_to(edges[:, None], cells.shape), cells], -1)
-        edge_out = _on_real_cells(lambda x: edge_output(edge_decoder(x)), edge_in, real)
+        cell_out = edge_output(edge_decoder((edges, cell_edge), cells))  # from [its edge's state, its encoding]
+        edge_out = jnp.zeros((spec.n_edge * spec.kernel_size, 2), cell_out.dtype).at[real].set(cell_out)
+        edge_out = edge_out.reshape((spec.n_edge, spec.kernel_size, 2))
         node_decoder = MLP((d,), final_activation=True, name="node_decoder")
         node_output = output_head(2, self.output, "node_output")
         node_out = node_output(node_decoder(jnp.concatenate([nodes, node_enc], -1)))
@@ -168,13 +170,6 @@ class GraphNet(nn.Module):
         if self.body == "transformer":
             return RelationalTransformer(self.hidden, self.num_layers, self.num_heads, name="transformer")
         raise ValueError(f"unknown graph network body {self.body!r}; use 'pna' or 'transformer'.")
-
-
-def _on_real_cells(fn, x: jax.Array, real: np.ndarray) -> jax.Array:
-    """``fn`` on the rows of ``x`` ``(E, K, C)`` whose flat cell index is in ``real``; zeros in the other cells."""
-    rows = x.reshape((-1, x.shape[-1]))[real]
-    out = fn(rows)
-    return jnp.zeros((x.shape[0] * x.shape[1], out.shape[-1]), out.dtype).at[real].set(out).reshape(x.shape[:2] + (-1,))
 
 
 def _float_spec(spec: graphs.GraphSpec) -> graphs.GraphSpec:
