@@ -2,6 +2,7 @@
 
 import functools
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -11,6 +12,7 @@ from l2o_jax.nn import MLP
 from l2o_jax.nn import PNA
 from l2o_jax.nn import CoordinateLSTM
 from l2o_jax.nn import RelationalTransformer
+from l2o_jax.nn.mlp import GatheredDense
 from l2o_jax.nn.pna import aggregate
 
 WIDTHS = (3, 5, 4, 2)
@@ -171,6 +173,19 @@ def test_mlp_shapes_and_layer_norm():
     assert 'LayerNorm_0' in params['params'] and 'LayerNorm_2' not in params['params']
     positive = MLP((4,), activation=jax.nn.relu, final_activation=True)
     assert (positive.apply(positive.init(jax.random.key(0), x), -x) >= 0).all()
+
+
+def test_gathered_parts_act_like_their_concatenation(graph):
+    nodes, edges, senders, receivers, _ = graph
+    parts = (edges, (nodes, senders), (nodes, receivers))
+    concatenated = jnp.concatenate([edges, nodes[senders], nodes[receivers]], -1)
+    mlp = MLP((6, 4))
+    params = mlp.init(jax.random.key(0), concatenated)
+    assert jax.tree.all(jax.tree.map(np.array_equal, mlp.init(jax.random.key(0), *parts), params))
+    np.testing.assert_allclose(mlp.apply(params, *parts), mlp.apply(params, concatenated), rtol=1e-5, atol=1e-6)
+    dense = nn.Dense(6).init(jax.random.key(1), edges)
+    chunks = GatheredDense(6, chunks=2).apply(dense, edges)
+    np.testing.assert_allclose(jnp.concatenate(chunks, -1), nn.Dense(6).apply(dense, edges), rtol=1e-5, atol=1e-6)
 
 
 def test_coordinate_lstm_carry_roundtrip_under_jit():
