@@ -51,6 +51,9 @@ def smoke_study() -> StudyConfig:
     meta = MetaTrainConfig(
         learned["NG-GNN"], family, long_horizon_estimator(), outer_steps=150, meta_lr=1e-3, checkpoint_every=75
     )
+    # The ablation: NG-GNN as it starts (warmup-cosine Adam at RUN_LENGTH_OUTPUT's peak plus a near-zero learned
+    # correction), judged like the others, shows what meta-training adds to its starting point.
+    learned["NG-GNN, not meta-trained"] = dataclasses.replace(meta, outer_steps=0)
     return StudyConfig(
         meta=meta,
         learned=learned,
