@@ -13,7 +13,6 @@ from l2o_jax.optimizers.base import OutputConfig
 from l2o_jax.optimizers.base import check_meta_params
 from l2o_jax.optimizers.base import learned_transform
 from l2o_jax.optimizers.base import tiny_mlp_params
-from l2o_jax.optimizers.base import warmup_cosine
 from l2o_jax.optimizers.graph import GraphL2O
 from l2o_jax.optimizers.graph import RecurrentGraphL2O
 from l2o_jax.optimizers.graph import TransformerL2O
@@ -35,6 +34,7 @@ from l2o_jax.optimizers.registry import register_config
 from l2o_jax.optimizers.registry import register_family
 from l2o_jax.optimizers.scale_graph import ScaleGraphL2O
 from l2o_jax.optimizers.scale_graph import scale_graph_l2o
+from l2o_jax.optimizers.schedules import warmup_cosine
 
 __all__ = [
     "GraphL2O",
