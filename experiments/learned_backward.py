@@ -31,9 +31,9 @@ import report
 from tqdm.auto import tqdm
 
 from l2o_jax.backward import LearnedBackward
-from l2o_jax.backward import gradient_optimizer
 from l2o_jax.backward import learned_gradient_task
 from l2o_jax.evaluation import evaluate
+from l2o_jax.evaluation import tune_baseline
 from l2o_jax.meta import FullUnrollBPTT
 from l2o_jax.meta import MetaTrainConfig
 from l2o_jax.meta import UnrollConfig
@@ -187,14 +187,18 @@ def held_out_meta_losses(trained, task, length: int, seeds=EVAL_SEEDS) -> tuple[
 
 
 def tune_learning_rate(optimizer: str, task, scale: Scale) -> float:
-    """The learning rate of ``optimizer`` on true gradients with the best final validation accuracy (ties: loss)."""
-    scores = {}
-    for lr in scale.tuning_grid[optimizer]:
-        tx = gradient_optimizer(OPTIMIZERS[optimizer], lr)
-        r = evaluate(tx, task, scale.eval_steps, TUNING_SEEDS, eval_every=scale.eval_steps, split="validation")
-        acc, loss = r.eval_accuracy[:, -1].mean(), r.eval_loss[:, -1].mean()
-        scores[lr] = (acc, -loss) if np.isfinite(loss) else (-np.inf, -np.inf)
-    return max(scores, key=scores.get)
+    """The learning rate of ``optimizer`` on true gradients with the best final validation accuracy (ties: loss),
+    from the package's one baseline tuner (``evaluation.tune_baseline``) over the scale's grid."""
+    tuned = tune_baseline(
+        OPTIMIZERS[optimizer],
+        task,
+        scale.eval_steps,
+        seeds=len(TUNING_SEEDS),
+        learning_rates=scale.tuning_grid[optimizer],
+        weight_decays=(0.0,),
+        select_by="accuracy",
+    )
+    return tuned.learning_rate
 
 
 def optimizer_rows(trained: dict) -> list[tuple[str, object, object]]:
