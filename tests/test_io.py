@@ -3,7 +3,6 @@ config encoding rebuilds families, their nested configs and meta-training runs."
 
 import dataclasses
 import json
-import time
 
 import chex
 import jax
@@ -127,17 +126,18 @@ def test_meta_training_config_round_trips_and_unencodable_parts_are_reported():
         MetaTrainConfig.from_json(custom.to_json())
 
 
-def test_cached_stages_are_computed_once_and_their_compute_time_adds_up(tmp_path):
+def test_cached_stages_are_computed_once_and_their_compute_time_adds_up(tmp_path, monkeypatch):
+    clock = iter([10.0, 12.5, 20.0, 20.5])  # two stages' start and end on a fake clock: 2.5 s and 0.5 s
+    monkeypatch.setattr(io.time, "perf_counter", lambda: next(clock))
     calls = []
 
-    def slow_stage(value):
+    def stage(value):
         calls.append(value)
-        time.sleep(0.2)
         return {"value": value}
 
     for _ in range(2):  # the second pass only reads the stages back
-        assert io.cached_json(tmp_path / "a.json", lambda: slow_stage(1)) == {"value": 1}
-        assert io.cached_json(tmp_path / "sub" / "b.json", lambda: slow_stage(2)) == {"value": 2}
+        assert io.cached_json(tmp_path / "a.json", lambda: stage(1)) == {"value": 1}
+        assert io.cached_json(tmp_path / "sub" / "b.json", lambda: stage(2)) == {"value": 2}
     assert calls == [1, 2]
-    assert 0.4 <= io.stage_seconds(tmp_path) < 5.0
-    assert io.stage_seconds(tmp_path / "sub") < io.stage_seconds(tmp_path)
+    assert io.stage_seconds(tmp_path) == 3.0
+    assert io.stage_seconds(tmp_path / "sub") == 0.5

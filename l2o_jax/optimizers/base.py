@@ -33,6 +33,7 @@ from l2o_jax.features import init_feature_state
 from l2o_jax.features import parameter_features
 from l2o_jax.features import update_feature_state
 from l2o_jax.optimizers.schedules import SCHEDULES
+from l2o_jax.optimizers.schedules import WARMUP_FRACTION
 from l2o_jax.optimizers.schedules import schedule_factor
 
 
@@ -98,7 +99,10 @@ class OutputConfig:
         if self.schedule == "cosine":
             scale += ", times a cosine decay (1 + cos(pi t / T)) / 2 over the run's T steps"
         if self.schedule == "warmup_cosine":
-            scale += ", times a linear warmup over the first 5 % of the run's T steps and a cosine decay to 0 at T"
+            scale += (
+                f", times a linear warmup over the first {100 * WARMUP_FRACTION:g} % of the run's T steps and a cosine "
+                "decay to 0 at T"
+            )
         if self.base == "adam":
             return (
                 "update = -lr * exp(b * tanh(m / b)) * (adam + d): Adam's bias-corrected direction plus a learned "

@@ -348,7 +348,6 @@ def run_study(
         data["tasks"][held_out.label] = task_result(study, held_out, workdir, figure, log)
         data["not_run"] = [t.label for t in study.tasks() if t.label not in data["tasks"]]
         data["seconds"] = round(time.perf_counter() - started, 1)
-        data["stage_seconds"] = io.stage_seconds(workdir)
         if on_task is not None:
             on_task(data)
     with open(os.path.join(workdir, "summary.json"), "w") as f:
