@@ -4,17 +4,20 @@ First SGD's and Adam's learning rates are tuned on true gradients (validation ac
 architecture), so that a learned pass cannot win merely by rescaling the gradients of a badly chosen learning rate.
 Then the learned backward pass (``l2o_jax.backward``) starts as exact backprop and is meta-trained with
 ``l2o_jax.meta`` (full-unroll BPTT through the inner runs) twice: once under SGD and once under Adam, each at its
-tuned learning rate. On held-out tasks (new seeds, a wider and a deeper network, a CNN) each optimizer trains fresh
-optimizees for N steps with true and with learned gradients. Reported: final test loss and accuracy, mean ± std
-over 5 seeds, and the meta-loss on held-out seeds before and after meta-training.
+tuned learning rate, by ``meta_seeds`` independent meta-training runs each. Every run's final meta-parameters are
+evaluated (no checkpoint is selected). On held-out tasks (new seeds, a wider and a deeper network, a CNN) each
+optimizer trains fresh optimizees with true and with learned gradients for 10x the meta-training unroll, over the
+same 5 evaluation seeds. Reported: test accuracy and loss at the unroll's length and at the end, learned minus true
+with a 95 % bootstrap interval over meta-runs x seeds (``evaluation.compare``), curves on a log step axis, and the
+meta-loss on held-out seeds before and after meta-training.
 
     python experiments/learned_backward.py --scale smoke                  # digits; CPU, minutes
     python experiments/learned_backward.py --scale paper --data-dir DIR   # FashionMNIST (tfds, prepared); GPU
     python experiments/learned_backward.py --scale paper --dry-run        # its pipeline at a tiny size (seconds)
 
 Writes ``learned_backward_<scale>.json`` (the data and provenance), ``.md`` (its page, rendered by
-``experiments/report.py``) and ``.png`` (curves) to ``--out``; the meta-training runs (metrics, checkpoints,
-curves) go to ``--workdir``.
+``experiments/report.py``) and one ``.png`` of curves per held-out task to ``--out``; the meta-training runs
+(metrics, checkpoints), the tuning and every held-out curve are cached under ``--workdir``, so a killed run resumes.
 """
 
 from __future__ import annotations
@@ -30,8 +33,10 @@ import numpy as np
 import report
 from tqdm.auto import tqdm
 
+from l2o_jax import io
 from l2o_jax.backward import LearnedBackward
 from l2o_jax.backward import learned_gradient_task
+from l2o_jax.evaluation import FINE_LEARNING_RATES
 from l2o_jax.evaluation import evaluate
 from l2o_jax.evaluation import tune_baseline
 from l2o_jax.meta import FullUnrollBPTT
@@ -39,6 +44,9 @@ from l2o_jax.meta import MetaTrainConfig
 from l2o_jax.meta import UnrollConfig
 from l2o_jax.meta import fresh_unroll_loss
 from l2o_jax.meta import meta_train
+from l2o_jax.study import compare_curves
+from l2o_jax.study import slug
+from l2o_jax.study.report import plot_task
 from l2o_jax.tasks import DatasetUnavailableError
 from l2o_jax.tasks import TaskFamily
 from l2o_jax.tasks import image_task
@@ -46,6 +54,9 @@ from l2o_jax.tasks import image_task
 EVAL_SEEDS = tuple(range(1000, 1005))
 TUNING_SEEDS = (0, 1)
 OPTIMIZERS = {"SGD": "sgd", "Adam": "adam"}
+#: x2 learning-rate grids on the lattice of ``evaluation.FINE_LEARNING_RATES`` (1e-4 * 2^k), SGD's extended upwards.
+SGD_LEARNING_RATES = tuple(1e-4 * 2.0**k for k in range(6, 15))
+SELECTION_RULE = "none: every meta-run's final meta-parameters are evaluated (no checkpoint is chosen by any score)"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -58,9 +69,10 @@ class Scale:
       hidden, layers: the learned backward pass's networks.
       unroll, num_tasks, outer_steps, meta_lr: meta-training (BPTT through ``unroll`` inner steps of
         ``num_tasks`` optimizees per outer step).
-      tuning_grid: learning rates tried for SGD and Adam on true gradients; the best is used for meta-training
-        and evaluation.
-      eval_steps, eval_every: the held-out runs.
+      meta_seeds: independent meta-training runs per optimizer (meta-seeds 0, 1, ...).
+      tuning_grid: learning rates tried for SGD and Adam on true gradients (validation split, ``eval_steps``
+        steps); the best is used for meta-training and evaluation.
+      eval_steps, eval_every: the held-out runs (at least 10x ``unroll``).
     """
 
     family: TaskFamily
@@ -74,6 +86,7 @@ class Scale:
     tuning_grid: dict
     eval_steps: int
     eval_every: int
+    meta_seeds: int = 3
 
 
 def smoke_scale() -> Scale:
@@ -94,9 +107,9 @@ def smoke_scale() -> Scale:
         num_tasks=2,
         outer_steps=100,
         meta_lr=3e-3,
-        tuning_grid={"SGD": (0.1, 0.3, 1.0), "Adam": (3e-3, 1e-2, 3e-2)},
-        eval_steps=200,
-        eval_every=20,
+        tuning_grid={"SGD": SGD_LEARNING_RATES[2:], "Adam": FINE_LEARNING_RATES[4:]},
+        eval_steps=300,
+        eval_every=10,
     )
 
 
@@ -127,7 +140,7 @@ def paper_scale(data_dir: str | None = None) -> Scale:
         num_tasks=8,
         outer_steps=1000,
         meta_lr=1e-3,
-        tuning_grid={"SGD": (0.01, 0.03, 0.1, 0.3, 1.0), "Adam": (1e-4, 3e-4, 1e-3, 3e-3, 1e-2)},
+        tuning_grid={"SGD": SGD_LEARNING_RATES, "Adam": FINE_LEARNING_RATES},
         eval_steps=1000,
         eval_every=50,
     )
@@ -137,9 +150,9 @@ SCALES = ("paper", "smoke")
 
 
 def dry_run_scale(scale: Scale) -> Scale:
-    """``scale``'s datasets, model kinds and stages at a tiny size (seconds on a CPU). Of the held-out tasks only
-    the last is kept (at paper scale: a deeper CNN; every held-out task is the same evaluation), shrunk like the
-    rest."""
+    """``scale``'s datasets, model kinds and stages at a tiny size (seconds on a CPU), with 2 meta-runs per
+    optimizer (the comparisons' meta-run axis). Of the held-out tasks only the last is kept (at paper scale: a
+    deeper CNN; every held-out task is the same evaluation), shrunk like the rest."""
     family = dataclasses.replace(scale.family, widths=(4,), batch_size=8)
     last = list(scale.eval_tasks)[-1]
     shrink = lambda kwargs: {**kwargs, "width": max(2, 4 * kwargs["width"] // scale.family.widths[0]), "batch_size": 8}
@@ -152,15 +165,17 @@ def dry_run_scale(scale: Scale) -> Scale:
         unroll=3,
         num_tasks=2,
         outer_steps=2,
+        meta_seeds=2,
         tuning_grid={name: grid[:1] for name, grid in scale.tuning_grid.items()},
-        eval_steps=4,
-        eval_every=2,
+        eval_steps=30,
+        eval_every=3,
     )
 
 
-def meta_train_backward(scale: Scale, optimizer: str, learning_rate: float, workdir: str, progress: bool):
-    """Meta-trains a learned backward pass under ``optimizer`` (``'SGD'`` or ``'Adam'``) from the backprop
-    initialisation; returns its meta-parameters, the run's metrics and the wall time."""
+def meta_train_backward(scale: Scale, optimizer: str, learning_rate: float, seed: int, workdir: str, progress: bool):
+    """Meta-trains (or resumes) a learned backward pass under ``optimizer`` (``'SGD'`` or ``'Adam'``) from the
+    backprop initialisation with meta-seed ``seed``; returns its final meta-parameters and ``meta_train``'s
+    metrics."""
     config = LearnedBackward(
         hidden=scale.hidden, layers=scale.layers, optimizer=OPTIMIZERS[optimizer], learning_rate=learning_rate
     )
@@ -171,109 +186,122 @@ def meta_train_backward(scale: Scale, optimizer: str, learning_rate: float, work
         outer_steps=scale.outer_steps,
         meta_lr=scale.meta_lr,
         checkpoint_every=scale.outer_steps,
+        seed=seed,
     )
-    started = time.perf_counter()
-    result = meta_train(run, os.path.join(workdir, optimizer.lower()), progress=progress)
-    return result.meta_params, result.metrics, time.perf_counter() - started
+    result = meta_train(run, os.path.join(workdir, optimizer.lower(), f"seed{seed}"), progress=progress)
+    return result.meta_params, result.metrics
 
 
-def held_out_meta_losses(trained, task, length: int, seeds=EVAL_SEEDS) -> tuple[float, float]:
+def held_out_meta_losses(runs: list, task, length: int, seeds=EVAL_SEEDS) -> tuple[float, list[float]]:
     """Mean meta-loss (mean training loss over ``length`` steps) of fresh optimizees from held-out seeds, at the
-    backprop initialisation and with the meta-trained ``trained``."""
-    initial = trained.config.init(jax.random.key(0))
+    backprop initialisation and with each meta-trained run of ``runs`` (meta-parameters of one config)."""
+    initial = runs[0].config.init(jax.random.key(0))
     loss = jax.jit(lambda arrays, key: fresh_unroll_loss(arrays, initial, task, key, length, UnrollConfig()))
     mean = lambda arrays: float(np.mean([loss(arrays, jax.random.key(s)) for s in seeds]))
-    return mean(initial.arrays), mean(jax.device_get(trained.arrays))
+    return mean(initial.arrays), [mean(jax.device_get(r.arrays)) for r in runs]
 
 
-def tune_learning_rate(optimizer: str, task, scale: Scale) -> float:
-    """The learning rate of ``optimizer`` on true gradients with the best final validation accuracy (ties: loss),
-    from the package's one baseline tuner (``evaluation.tune_baseline``) over the scale's grid."""
-    tuned = tune_baseline(
-        OPTIMIZERS[optimizer],
-        task,
-        scale.eval_steps,
-        seeds=len(TUNING_SEEDS),
-        learning_rates=scale.tuning_grid[optimizer],
-        weight_decays=(0.0,),
-        select_by="accuracy",
-    )
-    return tuned.learning_rate
+def tune_learning_rate(optimizer: str, task, scale: Scale, workdir: str) -> dict:
+    """``evaluation.tune_baseline``'s search (as a dict) of ``optimizer``'s learning rate on true gradients: the
+    best final validation accuracy (ties: loss) at the evaluation's horizon, over the scale's grid."""
+
+    def tune():
+        return dataclasses.asdict(
+            tune_baseline(
+                OPTIMIZERS[optimizer],
+                task,
+                scale.eval_steps,
+                seeds=len(TUNING_SEEDS),
+                learning_rates=scale.tuning_grid[optimizer],
+                weight_decays=(0.0,),
+                select_by="accuracy",
+            )
+        )
+
+    return io.cached_json(os.path.join(workdir, "tuning", f"{optimizer.lower()}.json"), tune)
 
 
-def optimizer_rows(trained: dict) -> list[tuple[str, object, object]]:
-    """``(label, optax transform, meta_params or None)`` for every row: each optimizer at its tuned learning rate
-    with true and with learned gradients."""
+def labels(optimizer: str, learning_rate: float) -> tuple[str, str]:
+    """The true-gradient and learned-backward rows of ``optimizer`` at ``learning_rate``."""
+    return f"{optimizer} {learning_rate:g}, true gradients", f"{optimizer} {learning_rate:g}, learned backward"
+
+
+def evaluate_task(task, trained: dict, scale: Scale, cache: str, bar) -> dict:
+    """Test curves of one held-out task (``EvalResult.to_json``): ``{'learned': {label: [curve per meta-run]},
+    'baselines': {label: {steps: curve}}}``, every optimizer at its tuned learning rate on true and on learned
+    gradients, over the same evaluation seeds."""
+
+    def curve(run_task, tx, label, path):
+        result = lambda: evaluate(tx, run_task, scale.eval_steps, EVAL_SEEDS, name=label, eval_every=scale.eval_every)
+        value = io.cached_json(os.path.join(cache, f"{slug(path)}.json"), lambda: result().to_json())
+        bar.update()
+        return value
+
+    curves = {"learned": {}, "baselines": {}}
+    for name, runs in trained.items():
+        tx = runs[0].config.transform(runs[0])
+        true, learned = labels(name, runs[0].config.learning_rate)
+        curves["baselines"][true] = {str(scale.eval_steps): curve(task, tx, true, true)}
+        curves["learned"][learned] = [
+            curve(learned_gradient_task(task, meta_params), tx, learned, f"{learned} seed{seed}")
+            for seed, meta_params in enumerate(runs)
+        ]
+    return curves
+
+
+def compare_task(curves: dict, steps: tuple[int, ...]) -> list[dict]:
+    """Learned backward against true gradients under each optimizer at each of ``steps``: ``compare_curves``'s
+    per-seed values and 95 % bootstrap intervals over meta-runs x seeds, on test accuracy and loss."""
     rows = []
-    for name, meta_params in trained.items():
-        tx = meta_params.config.transform(meta_params)
-        rows.append((f"{name} {meta_params.config.learning_rate:g}, true gradients", tx, None))
-        rows.append((f"{name} {meta_params.config.learning_rate:g}, learned backward", tx, meta_params))
+    for (learned, runs), (true, by_steps) in zip(curves["learned"].items(), curves["baselines"].items()):
+        (base,) = by_steps.values()
+        for step in steps:
+            rows.append({"learned": learned, "baseline": true, "step": step, **compare_curves(runs, base, step)})
     return rows
 
 
-def plot(results: dict[str, list], path: str) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(2, len(results), figsize=(4.2 * len(results), 6.5), squeeze=False)
-    for column, (task_name, runs) in enumerate(results.items()):
-        for r in runs:
-            style = "-" if "learned" in r.name else "--"
-            for row, values in enumerate((r.eval_loss, 100 * r.eval_accuracy)):
-                mean, std = values.mean(0), values.std(0)
-                axes[row][column].plot(r.eval_steps, mean, style, label=r.name)
-                axes[row][column].fill_between(r.eval_steps, mean - std, mean + std, alpha=0.15)
-        axes[0][column].set_title(task_name, fontsize=9)
-        axes[0][column].set_yscale("log")
-        axes[0][column].set_ylabel("test loss")
-        axes[1][column].set_ylabel("test accuracy (%)")
-        axes[1][column].set_xlabel("step")
-        for ax in axes[:, column]:
-            ax.grid(alpha=0.3)
-    axes[0][0].legend(fontsize=6)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-
-
 def run(scale: Scale, scale_name: str, out: str, workdir: str, progress: bool = True) -> str:
-    """Meta-trains, tunes, evaluates and writes the result's JSON and page (``experiments/report.py``); returns
-    the page."""
+    """Tunes, meta-trains ``scale.meta_seeds`` runs per optimizer, evaluates and writes the result's JSON and page
+    (``experiments/report.py``); returns the page."""
     started = time.perf_counter()
     eval_tasks = {name: image_task(**kwargs) for name, kwargs in scale.eval_tasks.items()}
     train_task = scale.family.sample(jax.random.key(0))
-    tuned = {name: tune_learning_rate(name, train_task, scale) for name in OPTIMIZERS}
+    tuned = {name: tune_learning_rate(name, train_task, scale, workdir) for name in OPTIMIZERS}
     trained, meta_runs = {}, {}
     for name in OPTIMIZERS:
-        trained[name], metrics, seconds = meta_train_backward(scale, name, tuned[name], workdir, progress)
+        runs = [
+            meta_train_backward(scale, name, tuned[name]["learning_rate"], seed, workdir, progress)
+            for seed in range(scale.meta_seeds)
+        ]
+        trained[name] = [meta_params for meta_params, _ in runs]
         before, after = held_out_meta_losses(trained[name], train_task, scale.unroll)
-        losses = [m["meta_loss"] for m in metrics]
-        meta_runs[name] = dict(
-            lr=tuned[name],
-            before=before,
-            after=after,
-            first_10=float(np.mean(losses[:10])),
-            last_10=float(np.mean(losses[-10:])),
-            seconds=round(seconds, 1),
-        )
-    rows = optimizer_rows(trained)
-    results = {}
-    bar = tqdm(total=len(eval_tasks) * len(rows), desc="held-out runs", disable=not progress)
-    for task_name, task in eval_tasks.items():
-        results[task_name] = []
-        for label, tx, meta_params in rows:
-            run_task = task if meta_params is None else learned_gradient_task(task, meta_params)
-            results[task_name].append(
-                evaluate(tx, run_task, scale.eval_steps, EVAL_SEEDS, name=label, eval_every=scale.eval_every)
+        meta_runs[name] = [
+            dict(
+                meta_seed=seed,
+                before=before,
+                after=after[seed],
+                first_10=float(np.mean([m["meta_loss"] for m in metrics[:10]])),
+                last_10=float(np.mean([m["meta_loss"] for m in metrics[-10:]])),
+                seconds=round(sum(m["seconds"] for m in metrics), 1),
             )
-            bar.update()
-    bar.close()
+            for seed, (_, metrics) in enumerate(runs)
+        ]
     os.makedirs(out, exist_ok=True)
     stem = os.path.join(out, f"learned_backward_{scale_name}")
-    plot(results, stem + ".png")
+    per_task = len(OPTIMIZERS) * (1 + scale.meta_seeds)
+    bar = tqdm(total=len(eval_tasks) * per_task, desc="held-out runs", disable=not progress)
+    tasks = {}
+    for label, task in eval_tasks.items():
+        curves = evaluate_task(task, trained, scale, os.path.join(workdir, "curves", slug(label)), bar)
+        figure = f"{stem}_{slug(label)}.png"
+        plot_task(curves, figure, f"{label}: {task.name}")
+        tasks[label] = {
+            "task": task.name,
+            "comparisons": compare_task(curves, (scale.unroll, scale.eval_steps)),
+            "curves": curves,
+            "figure": os.path.basename(figure),
+        }
+    bar.close()
     data = {
         "kind": "learned_backward",
         "title": f"Learned backward pass (Simons), {scale_name} scale",
@@ -286,19 +314,25 @@ def run(scale: Scale, scale_name: str, out: str, workdir: str, progress: bool = 
             "meta_lr": scale.meta_lr,
             "hidden": scale.hidden,
             "layers": scale.layers,
-            "meta_parameters": trained["SGD"].num_parameters,
+            "meta_parameters": trained["SGD"][0].num_parameters,
+            "meta_seeds": scale.meta_seeds,
+            "selection_rule": SELECTION_RULE,
+            "eval_steps": scale.eval_steps,
+            "eval_every": scale.eval_every,
+            "eval_seeds": list(EVAL_SEEDS),
         },
         "tuning": {
             "grid": {k: list(v) for k, v in scale.tuning_grid.items()},
             "steps": scale.eval_steps,
             "seeds": len(TUNING_SEEDS),
             "rule": "validation accuracy (ties: loss)",
-            "learning_rates": tuned,
+            "learning_rates": {name: t["learning_rate"] for name, t in tuned.items()},
+            "on_edge": {name: t["on_edge"] for name, t in tuned.items()},
+            "scores": {name: t["scores"] for name, t in tuned.items()},
         },
         "meta_training": meta_runs,
-        "tasks": {name: [r.to_json() for r in runs] for name, runs in results.items()},
-        "figure": os.path.basename(stem) + ".png",
-        "provenance": report.provenance(started),
+        "tasks": tasks,
+        "provenance": report.provenance(started, workdir=workdir),
     }
     with open(report.save(data, stem + ".json")) as f:
         return f.read()
