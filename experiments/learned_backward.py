@@ -173,9 +173,9 @@ def dry_run_scale(scale: Scale) -> Scale:
 
 
 def meta_train_backward(scale: Scale, optimizer: str, learning_rate: float, seed: int, workdir: str, progress: bool):
-    """Meta-trains (or resumes) a learned backward pass under ``optimizer`` (``'SGD'`` or ``'Adam'``) from the
-    backprop initialisation with meta-seed ``seed``; returns its final meta-parameters and ``meta_train``'s
-    metrics."""
+    """Meta-trains (or reads back) a learned backward pass under ``optimizer`` (``'SGD'`` or ``'Adam'``) from the
+    backprop initialisation with meta-seed ``seed``; returns its final meta-parameters and a record of the run
+    (first and last 10 training meta-losses, wall seconds including compilation)."""
     config = LearnedBackward(
         hidden=scale.hidden, layers=scale.layers, optimizer=OPTIMIZERS[optimizer], learning_rate=learning_rate
     )
@@ -188,8 +188,16 @@ def meta_train_backward(scale: Scale, optimizer: str, learning_rate: float, seed
         checkpoint_every=scale.outer_steps,
         seed=seed,
     )
-    result = meta_train(run, os.path.join(workdir, optimizer.lower(), f"seed{seed}"), progress=progress)
-    return result.meta_params, result.metrics
+    path = os.path.join(workdir, optimizer.lower(), f"seed{seed}")
+
+    def train():
+        losses = [m["meta_loss"] for m in meta_train(run, path, progress=progress).metrics]
+        return {"meta_seed": seed, "first_10": float(np.mean(losses[:10])), "last_10": float(np.mean(losses[-10:]))}
+
+    # A cached stage, so its wall time is kept (metrics.jsonl's per-step seconds leave out compiling and waiting).
+    record = io.cached_json(os.path.join(path, "record.json"), train)
+    meta_params = meta_train(run, path, progress=False).meta_params  # the final checkpoint, read back
+    return meta_params, {**record, "seconds": round(io.stage_seconds(path), 1)}
 
 
 def held_out_meta_losses(runs: list, task, length: int, seeds=EVAL_SEEDS) -> tuple[float, list[float]]:
@@ -275,17 +283,7 @@ def run(scale: Scale, scale_name: str, out: str, workdir: str, progress: bool = 
         ]
         trained[name] = [meta_params for meta_params, _ in runs]
         before, after = held_out_meta_losses(trained[name], train_task, scale.unroll)
-        meta_runs[name] = [
-            dict(
-                meta_seed=seed,
-                before=before,
-                after=after[seed],
-                first_10=float(np.mean([m["meta_loss"] for m in metrics[:10]])),
-                last_10=float(np.mean([m["meta_loss"] for m in metrics[-10:]])),
-                seconds=round(sum(m["seconds"] for m in metrics), 1),
-            )
-            for seed, (_, metrics) in enumerate(runs)
-        ]
+        meta_runs[name] = [{**record, "before": before, "after": loss} for (_, record), loss in zip(runs, after)]
     os.makedirs(out, exist_ok=True)
     stem = os.path.join(out, f"learned_backward_{scale_name}")
     per_task = len(OPTIMIZERS) * (1 + scale.meta_seeds)
