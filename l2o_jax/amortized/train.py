@@ -151,7 +151,8 @@ def train_metanetwork(
                 f'{zoo.config.activation!r} networks.'
             )
     tx = _meta_optimizer(dataclasses.replace(config, seed=0))
-    opt_state = tx.init(meta_params)
+    # Committed like the step's outputs: uncommitted inputs (fresh from init) would compile every program twice.
+    meta_params, opt_state = jax.device_put((meta_params, tx.init(meta_params)), jax.local_devices()[0])
     members = min(config.members_per_step, len(train))
     val_batch = validation_batch(task, config.eval_examples)
     evaluate = lambda meta: float(_validation_objective(meta, task, validation.params, val_batch, config.l1))
