@@ -115,15 +115,33 @@ def test_li_malik_meta_trains_on_mnist_and_runs_on_cifar10(scripts, tmp_path, mo
 
 
 def test_learned_backward_meta_trains_on_fashion_mnist_mlps_and_cnns(scripts, tmp_path):
-    """Under SGD and Adam; judged on the deeper CNN only (the dry run keeps one held-out task: the others are the
-    same evaluation on other architectures)."""
+    """Under SGD and Adam, 2 meta-runs each (the paper scale has 3), judged at the unroll and at 10x it with
+    intervals over meta-runs x seeds; on the deeper CNN only (the dry run keeps one held-out task: the others are
+    the same evaluation on other architectures)."""
     argv = ["--scale", "paper", "--dry-run", "--out", str(tmp_path), "--workdir", str(tmp_path / "w")]
     scripts("learned_backward").main([*argv, "--no-progress"])
     data = json.loads((tmp_path / "learned_backward_paper_dry_run.json").read_text())
-    assert data["setup"]["train_task"].startswith("fashion_mnist") and list(data["tasks"]) == ["CNN, deeper"]
-    assert list(data["meta_training"]) == ["SGD", "Adam"] and len(data["tasks"]["CNN, deeper"]) == 4  # true, learned
-    assert all(r["finite"] for runs in data["tasks"].values() for r in runs)
-    assert all(math.isfinite(run["after"]) for run in data["meta_training"].values())
+    setup = data["setup"]
+    assert setup["train_task"].startswith("fashion_mnist") and list(data["tasks"]) == ["CNN, deeper"]
+    assert setup["eval_steps"] >= 10 * setup["unroll"] and "final meta-parameters" in setup["selection_rule"]
+    assert {name: [r["meta_seed"] for r in runs] for name, runs in data["meta_training"].items()} == {
+        "SGD": [0, 1],
+        "Adam": [0, 1],
+    }
+    assert all(math.isfinite(r["after"]) for runs in data["meta_training"].values() for r in runs)
+    task = data["tasks"]["CNN, deeper"]
+    assert [len(runs) for runs in task["curves"]["learned"].values()] == [2, 2]  # every meta-run's curves
+    assert all(list(by_steps) == [str(setup["eval_steps"])] for by_steps in task["curves"]["baselines"].values())
+    steps = (setup["unroll"], setup["eval_steps"])
+    assert [(c["baseline"].split()[0], c["step"]) for c in task["comparisons"]] == [
+        (name, step) for name in ("SGD", "Adam") for step in steps
+    ]
+    for c in task["comparisons"]:
+        acc = c["eval_accuracy"]
+        assert np.shape(acc["learned"]) == (2, len(setup["eval_seeds"])) and np.shape(acc["baseline"]) == (5,)
+        assert acc["verdict"] in ("beats", "loses to", "ties") and acc["low"] <= acc["mean_difference"] <= acc["high"]
+    page = (tmp_path / "learned_backward_paper_dry_run.md").read_text()
+    assert "Checkpoint rule, fixed before evaluation" in page and (tmp_path / task["figure"]).exists()
 
 
 def test_amortized_trains_scalegmn_on_a_grey_cifar10_cnn_zoo(scripts, tmp_path):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import numpy as np
+
 from experiments.pages import across_runs
 from experiments.pages import mean_std
 from experiments.pages import renderer
@@ -33,7 +35,7 @@ def _setup(data: dict) -> str:
             "and batches); test split. Learned values: mean ± std across meta-runs of each run's mean over seeds; "
             "true gradients: mean ± std over seeds. Differences: learned minus true, 95 % bootstrap interval over "
             "meta-runs x seeds (a diverged run counts as the worst outcome); **beats** / **loses to** only when it "
-            "excludes zero.",
+            "excludes zero. Diverged: runs x seeds whose test loss is not finite at that step.",
         ]
     )
 
@@ -57,15 +59,18 @@ def _meta_training(data: dict) -> str:
 def _comparisons(task: dict) -> str:
     rows = [
         "| step | optimizer | true gradients: acc. (%) | learned backward: acc. (%) | accuracy difference (pp) | "
-        "true gradients: test loss | learned backward: test loss | test loss difference |",
-        "|---|---|---|---|---|---|---|---|",
+        "true gradients: test loss | learned backward: test loss | test loss difference | diverged (learned; true) |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for c in sorted(task["comparisons"], key=lambda c: c["step"]):
         acc, loss = c["eval_accuracy"], c["eval_loss"]
+        learned, true = (np.asarray(loss[k], np.float64) for k in ("learned", "baseline"))
+        diverged = f"{(~np.isfinite(learned)).sum()}/{learned.size}; {(~np.isfinite(true)).sum()}/{true.size}"
         rows.append(
             f"| {c['step']} | {c['baseline'].split(',')[0]} ({len(acc['learned'])} meta-runs) | "
             f"{mean_std(acc['baseline'], 2, 100)} | {across_runs(acc['learned'])} | {verdict(acc, 100, 2)} | "
-            f"{mean_std(loss['baseline'])} | {across_runs(loss['learned'], 1.0, 4)} | {verdict(loss, 1, 4)} |"
+            f"{mean_std(loss['baseline'])} | {across_runs(loss['learned'], 1.0, 4)} | {verdict(loss, 1, 4)} | "
+            f"{diverged} |"
         )
     return "\n".join(rows)
 
