@@ -120,6 +120,24 @@ def _zoo_table(name: str, z: dict) -> list[str]:
     return lines
 
 
+def _stopping(zoos: dict, config: dict) -> str:
+    """Whether training ran until validation stopped improving or was cut by the step budget, per variant."""
+    parts = []
+    for key in ("scalegmn", "gmn"):
+        runs = [(r, _train(config, z["zoo"]["config"]["model"])) for z in zoos.values() for r in z[key]["runs"]]
+        stopped = sum(r["steps_trained"] < train["steps"] for r, train in runs)
+        at_budget = sum(r["best_step"] == train["steps"] for r, train in runs)
+        parts.append(
+            f"{next(iter(zoos.values()))[key]['name']}: {stopped} of {len(runs)} runs stopped because validation "
+            f"stopped improving, {len(runs) - stopped} ran to the step budget ({at_budget} still improving at its end)"
+        )
+    return "Early stopping: " + "; ".join(parts) + "."
+
+
+def _train(config: dict, model: str) -> dict:
+    return {**config["train"], **config.get("train_overrides", {}).get(model, {})}
+
+
 def _sparsity(zoos: dict, paper: float) -> list[str]:
     rows = [
         "| zoo | λ | initial: acc (%) / CE+L1 / sparsity (%) | ScaleGMN-B | SGD (epochs, members) |",
@@ -164,6 +182,10 @@ def render(data: dict) -> str:
         ),
         f"Seed 002 on its CNN-tanh zoo: initial {paper['initial']} %, ScaleGMN-B {paper['scalegmn']} %, GMN-B "
         f"{paper['gmn']} %, SGD-150 {paper['sgd_150']} %.",
+        "The GMN-B control is ScaleGMN-B's module tree with the symmetry constraints switched off and nothing else: "
+        "biases in the equivariant Dense layers, invariants of z instead of its canonical form, learned embeddings "
+        "for hidden neurons, and no scale normalisation (its features are bounded by the sign-flip layers' squash "
+        "instead); a test checks that it has every ScaleGMN-B parameter with the same shape and adds only biases.",
         "## Acceptance (issue 17)",
         "\n".join(_acceptance(zoos)),
         "## Per zoo",
@@ -176,6 +198,7 @@ def render(data: dict) -> str:
         "network, learning rate tuned on validation members for that many steps; 0 steps means one step costs more "
         "than the single shot, so the networks stay as they were.",
     ]
+    parts.append(_stopping(zoos, config))
     for name, z in zoos.items():
         parts.append("\n".join(_zoo_table(name, z)))
     longer = data.get("longer_training")
