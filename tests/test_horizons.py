@@ -158,3 +158,29 @@ def test_the_long_horizon_recipe_is_pes_on_the_validation_loss_unless_asked_othe
     assert isinstance(tbptt, TruncatedBPTT) and tbptt.num_tasks == 4 and tbptt.unroll.meta_loss == "log_mean"
     with pytest.raises(ValueError, match="method must be 'pes' or 'tbptt'"):
         long_horizon_estimator(method="es")
+
+
+def test_update_cap_bounds_each_weight_tensors_step_relative_to_its_norm_and_keeps_meta_gradients_finite():
+    params = {"Dense_0": {"kernel": jnp.full((3, 4), 0.1), "bias": jnp.zeros(4)}, "zero": jnp.zeros((2, 2))}
+    grads = jax.tree.map(jnp.ones_like, params)
+    free = MLPL2O(hidden=(4,), output=OutputConfig(init_lr=1.0)).init(jax.random.key(0))
+    capped = free.replace(config=dataclasses.replace(free.config, output=OutputConfig(init_lr=1.0, update_cap=0.05)))
+
+    def first_step(meta):
+        tx = meta.transform()
+        return tx.update(grads, tx.init(params), params)[0]
+
+    big, small = first_step(free), first_step(capped)
+    kernel_norm = float(jnp.linalg.norm(params["Dense_0"]["kernel"]))
+    assert float(jnp.linalg.norm(big["Dense_0"]["kernel"])) > 0.05 * kernel_norm  # the cap binds here
+    np.testing.assert_allclose(jnp.linalg.norm(small["Dense_0"]["kernel"]), 0.05 * kernel_norm, rtol=1e-5)
+    chex.assert_trees_all_close(small["Dense_0"]["bias"], big["Dense_0"]["bias"])  # biases are never capped
+    chex.assert_trees_all_close(small["zero"], big["zero"])  # nor all-zero tensors (they could never move)
+
+    def loss(arrays):
+        update = first_step(capped.replace(arrays=arrays))
+        return sum(jnp.sum(u**2) for u in jax.tree.leaves(update))
+
+    assert all(np.isfinite(g).all() for g in jax.tree.leaves(jax.grad(loss)(capped.arrays)))
+    with pytest.raises(ValueError, match="update_cap"):
+        OutputConfig(update_cap=0.0)

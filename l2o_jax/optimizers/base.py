@@ -77,6 +77,10 @@ class OutputConfig:
         ``T`` the run's ``total_steps`` (then a required argument of the optax transform); or
         ``'warmup_cosine'``: by ``warmup_cosine(t, T)``, a linear warmup over the first 5 % of the run, then that
         decay (the schedule practitioners put on Adam). The network learns the step around it.
+      update_cap: ``None``, or ``c > 0``: the step of every weight tensor (two or more axes) is scaled down, when
+        needed, so that its norm is at most ``c`` times the tensor's norm (a trust-ratio cap as in LARS/LAMB, but
+        only an upper bound: it binds in unstable early steps and leaves the rest alone). Biases, normalisation
+        parameters and all-zero tensors are never capped.
     """
 
     base: str = "adam"
@@ -84,6 +88,7 @@ class OutputConfig:
     magnitude_bound: float = 3.0
     output_init_scale: float = 1e-3
     schedule: str = "constant"
+    update_cap: float | None = None
 
     def describe(self) -> str:
         """How a step is formed, in words, for reports.
@@ -103,6 +108,11 @@ class OutputConfig:
                 f", times a linear warmup over the first {100 * WARMUP_FRACTION:g} % of the run's T steps and a cosine "
                 "decay to 0 at T"
             )
+        if self.update_cap is not None:
+            scale += (
+                f"; each weight tensor's step is capped at {self.update_cap:g} times the tensor's norm (a trust-ratio "
+                "cap)"
+            )
         if self.base == "adam":
             return (
                 "update = -lr * exp(b * tanh(m / b)) * (adam + d): Adam's bias-corrected direction plus a learned "
@@ -120,6 +130,8 @@ class OutputConfig:
             raise ValueError(f"OutputConfig.init_lr must be positive, got {self.init_lr}.")
         if self.schedule not in SCHEDULES:
             raise ValueError(f"OutputConfig.schedule must be one of {SCHEDULES}, got {self.schedule!r}.")
+        if self.update_cap is not None and not self.update_cap > 0:
+            raise ValueError(f"OutputConfig.update_cap must be None or positive, got {self.update_cap}.")
 
 
 #: The output of learned optimizers told the run's length: they start as warmup-cosine Adam with a peak of 0.1,
@@ -355,9 +367,34 @@ def learned_transform(meta_params: MetaParams, *, total_steps=None, **options) -
             step = jax.tree.map(lambda s: (s * factor).astype(s.dtype), step)
         if units is not None:
             step = jax.tree.map(lambda s, u: (s * u).astype(s.dtype), step, units)
+        if config.output.update_cap is not None:
+            step = cap_relative_updates(step, params, config.output.update_cap)
         return step, L2OState(features=features, recurrent=recurrent, total_steps=state.total_steps)
 
     return optax.GradientTransformationExtraArgs(init_fn, update_fn)
+
+
+def cap_relative_updates(updates, params, cap: float):
+    """``updates`` with every weight tensor's (two or more axes) scaled down, where needed, to a norm of at most
+    ``cap`` times its parameter's norm; other leaves, and tensors whose parameters are all zero, pass unchanged.
+
+    Example:
+      >>> params = {"kernel": jnp.ones((2, 2)), "bias": jnp.zeros(2)}
+      >>> capped = cap_relative_updates({"kernel": jnp.full((2, 2), 10.0), "bias": jnp.ones(2)}, params, 0.1)
+      >>> capped["kernel"]  # norm 0.2 = 0.1 x the kernel's norm 2; the bias's step is untouched
+    """
+
+    def one(update, param):
+        if param.ndim < 2:
+            return update
+        # safe_norm: a finite derivative at zero (meta-gradients flow through the cap).
+        param_norm = optax.safe_norm(param.astype(jnp.float32), 0.0)
+        update_norm = optax.safe_norm(update.astype(jnp.float32), 1e-30)
+        allowed = cap * param_norm
+        factor = jnp.where((param_norm > 0) & (update_norm > allowed), allowed / update_norm, 1.0)
+        return (update * factor).astype(update.dtype)
+
+    return jax.tree.map(one, updates, params)
 
 
 def _in_units(units, params, grads, features: FeatureState):
