@@ -162,13 +162,13 @@ def dry_run_scale(scale: Scale) -> Scale:
         eval_tasks={last: shrink(scale.eval_tasks[last])},
         hidden=8,
         layers=1,
-        unroll=3,
+        unroll=2,
         num_tasks=2,
         outer_steps=2,
         meta_seeds=2,
         tuning_grid={name: grid[:1] for name, grid in scale.tuning_grid.items()},
-        eval_steps=30,
-        eval_every=3,
+        eval_steps=20,
+        eval_every=2,
     )
 
 
