@@ -279,6 +279,7 @@ def meta_train(
                 before = dict(groups.states)
                 loss, grads = _outer_step_gradient(config, groups, meta_params.replace(arrays=arrays), steps_key, step)
                 arrays, opt_state = _apply_outer(outer, arrays, opt_state, loss, grads)
+                jax.block_until_ready((arrays, opt_state, loss))  # the step's time, not its dispatch's
                 record = _record(step, loss, grads, opt_state, time.perf_counter() - started)
                 if not record["finite"]:
                     groups.states = before
