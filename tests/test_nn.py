@@ -13,6 +13,7 @@ from l2o_jax.nn import PNA
 from l2o_jax.nn import CoordinateLSTM
 from l2o_jax.nn import RelationalTransformer
 from l2o_jax.nn.mlp import GatheredDense
+from l2o_jax.nn.mlp import MatmulLayerNorm
 from l2o_jax.nn.pna import aggregate
 
 WIDTHS = (3, 5, 4, 2)
@@ -186,6 +187,16 @@ def test_gathered_parts_act_like_their_concatenation(graph):
     dense = nn.Dense(6).init(jax.random.key(1), edges)
     chunks = GatheredDense(6, chunks=2).apply(dense, edges)
     np.testing.assert_allclose(jnp.concatenate(chunks, -1), nn.Dense(6).apply(dense, edges), rtol=1e-5, atol=1e-6)
+
+
+def test_matmul_layer_norm_is_flax_layer_norm():
+    x = 3.0 + 2.0 * jax.random.normal(jax.random.key(0), (50, 8))  # an offset mean, as edge states have
+    params = nn.LayerNorm().init(jax.random.key(1), x)
+    assert jax.tree.all(jax.tree.map(np.array_equal, MatmulLayerNorm().init(jax.random.key(1), x), params))
+    params = jax.tree.map(lambda p: p + jax.random.normal(jax.random.key(2), p.shape), params)
+    np.testing.assert_allclose(
+        MatmulLayerNorm().apply(params, x), nn.LayerNorm().apply(params, x), rtol=1e-5, atol=1e-5
+    )
 
 
 def test_coordinate_lstm_carry_roundtrip_under_jit():

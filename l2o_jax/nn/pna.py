@@ -14,6 +14,7 @@ import jax.numpy as jnp
 
 from l2o_jax.nn.mlp import MLP
 from l2o_jax.nn.mlp import GatheredDense
+from l2o_jax.nn.mlp import MatmulLayerNorm
 
 _STD_EPS = 1e-5
 
@@ -177,7 +178,7 @@ class PNALayer(nn.Module):
 
         message = MLP((width, width), name='edge_mlp')(edges, (nodes, senders), (nodes, receivers))
         gamma, beta = GatheredDense(2 * width, chunks=2, name='edge_film')(edges)
-        edges = nn.LayerNorm(name='edge_norm')(edges + gamma * message + beta)
+        edges = MatmulLayerNorm(name='edge_norm')(edges + gamma * message + beta)
         edges = jnp.where(edge_mask[:, None], edges, 0.0)
 
         forward = GatheredDense(width, name='forward_message')(edges, (nodes, senders))

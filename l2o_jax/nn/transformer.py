@@ -12,6 +12,7 @@ import jax
 import jax.numpy as jnp
 
 from l2o_jax.nn.mlp import MLP
+from l2o_jax.nn.mlp import MatmulLayerNorm
 from l2o_jax.nn.pna import check_width
 from l2o_jax.nn.pna import graph_masks
 
@@ -95,7 +96,7 @@ class RelationalTransformerLayer(nn.Module):
         nodes = jnp.where(node_mask[:, None], nodes, 0.0)
 
         update = MLP((width, width), name='edge_mlp')(edges, (nodes, senders), (nodes, receivers))
-        edges = nn.LayerNorm(name='edge_norm')(edges + update)
+        edges = MatmulLayerNorm(name='edge_norm')(edges + update)
         return nodes, jnp.where(edge_mask[:, None], edges, 0.0)
 
 
