@@ -70,14 +70,19 @@ class TrainConfig:
             raise ValueError(f'TrainConfig.patience must be None or >= 1, got {self.patience}.')
 
 
-def meta_objective(meta_params: MetaParams, task: Task, stack, batch, l1: float = 0.0) -> jax.Array:
+def meta_objective(
+    meta_params: MetaParams, task: Task, stack, batch, l1: float = 0.0, *, members_at_once: int = 16
+) -> jax.Array:
     """Seed 002's L(φ): mean over a stack of networks of CE(u_θ', batch) + λ·‖θ'‖₁ with ``θ' = f_φ(θ)``.
+
+    ``members_at_once`` networks are vmapped together, the groups run in a loop; it changes the speed and the
+    memory, not the value.
 
     Example:
       >>> meta_objective(meta_params, zoo.task(), zoo.split('validation').params, batch, l1=1e-3)
     """
     one = lambda params: objective(task, finetune(meta_params, params), batch, l1)
-    return jnp.mean(jax.lax.map(one, stack, batch_size=16))
+    return jnp.mean(jax.lax.map(one, stack, batch_size=members_at_once))
 
 
 def validation_batch(task: Task, examples: int) -> tuple[jax.Array, jax.Array]:
@@ -107,7 +112,9 @@ def _train_step(meta_params, opt_state, key, task, train_params, l1, *, tx, memb
     return optax.apply_updates(meta_params, updates), opt_state, loss
 
 
-_validation_objective = jax.jit(meta_objective)
+# The whole validation split, without gradients: one member at a time stays in cache (on a CPU, a 300-member CNN zoo
+# at 512 examples scored 1.4-2.7x faster than 16 at once), while the training step's few members are fastest vmapped.
+_validation_objective = jax.jit(functools.partial(meta_objective, members_at_once=1))
 
 
 def train_metanetwork(
