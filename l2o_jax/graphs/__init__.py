@@ -8,6 +8,8 @@ The only part of l2o_jax that imports jraph.
 from l2o_jax.graphs.activations import ACTIVATIONS
 from l2o_jax.graphs.activations import get_activation
 from l2o_jax.graphs.convert import batch_graphs
+from l2o_jax.graphs.convert import cell_values
+from l2o_jax.graphs.convert import cells_to_params
 from l2o_jax.graphs.convert import graph_to_params
 from l2o_jax.graphs.convert import neuron_param_values
 from l2o_jax.graphs.convert import params_to_graph
@@ -47,6 +49,8 @@ __all__ = [
     "UnplacedParametersWarning",
     "apply_layer",
     "batch_graphs",
+    "cell_values",
+    "cells_to_params",
     "conv_implementation",
     "edge_permutation",
     "get_activation",

@@ -33,22 +33,6 @@ def _layer_block(leaves, layer, extra: tuple) -> jax.Array:
     return jnp.concatenate([block, centre.astype(block.dtype)], axis=2)
 
 
-def _leaves_from_block(block: jax.Array, layer, spec: GraphSpec, extra: tuple) -> dict[int, jax.Array]:
-    """Inverse of ``_layer_block``: ``{leaf index: values}`` with the leaves' shapes (plus ``extra``)."""
-    rows = layer.kernel_rows
-    shape = lambda i: spec.leaf_shapes[i] + extra
-    if layer.cell_leaves:
-        found = {i: block[0, c, :rows].reshape(shape(i)) for c, i in enumerate(layer.cell_leaves)}
-    else:
-        found = {layer.kernel_leaf: block[:, :, :rows].reshape(shape(layer.kernel_leaf))}
-    h, w = block.shape[:2]
-    start = rows
-    for i, n in layer.input_tables:
-        found[i] = block[h // 2, w // 2, start : start + n].reshape(shape(i))
-        start += n
-    return found
-
-
 def _has_channels(leaves, spec: GraphSpec) -> bool:
     first = leaves[spec.layers[0].kernel_leaf]
     expected = spec.leaf_shapes[spec.layers[0].kernel_leaf]
@@ -105,6 +89,56 @@ def tree_to_graph_arrays(tree, spec: GraphSpec) -> tuple[jax.Array, jax.Array]:
         bias = leaves[layer.bias_leaf] if layer.bias_leaf is not None else jnp.zeros((layer.fan_out,) + extra)
         node_blocks.append(bias.astype(dtype))
     return jnp.concatenate(edge_blocks), jnp.concatenate(node_blocks)
+
+
+def _cell_leaves(spec: GraphSpec) -> list[int]:
+    """The leaves whose values the edges carry (kernels, attention kernels, embedding tables), in layer order."""
+    return [i for layer in spec.layers for i in layer.kernel_leaves + tuple(leaf for leaf, _ in layer.input_tables)]
+
+
+def _cell_sources(spec: GraphSpec) -> np.ndarray:
+    """``int[n_cells]``: for each real cell (``spec.edge_kernel_mask``, edge-major), 1 + its parameter's index in the
+    concatenation of the ``_cell_leaves``, or 0 for a window cell with no parameter (an embedding row's edge in a
+    conv layer has only the centre one). Read from ``tree_to_graph_arrays`` itself, so the two layouts agree."""
+    leaves, offset = [np.zeros(shape, np.int32) for shape in spec.leaf_shapes], 1
+    for i in _cell_leaves(spec):
+        size = int(np.prod(spec.leaf_shapes[i]))
+        leaves[i] = np.arange(offset, offset + size, dtype=np.int32).reshape(spec.leaf_shapes[i])
+        offset += size
+    with jax.ensure_compile_time_eval():  # numpy constants, also while a caller is being traced
+        edges, _ = tree_to_graph_arrays(jax.tree_util.tree_unflatten(spec.treedef, leaves), spec)
+    return np.asarray(edges).reshape(-1)[np.flatnonzero(spec.edge_kernel_mask)]
+
+
+def _take(values: jax.Array, rows: np.ndarray) -> jax.Array:
+    """``values[rows]``, without a gather when ``rows`` picks every row but the first, in order (an MLP's cells)."""
+    if np.array_equal(rows, np.arange(len(values) - len(rows), len(values))):
+        return values[len(values) - len(rows) :]
+    return values[rows]
+
+
+def cell_values(tree, spec: GraphSpec) -> jax.Array:
+    """The values of the real kernel cells as rows: ``tree_to_graph_arrays``'s edge values without the padding.
+
+    Args:
+      tree: as for ``tree_to_graph_arrays``.
+      spec: the architecture's ``GraphSpec``.
+
+    Returns:
+      ``(n_cells[, C])`` with ``n_cells = spec.edge_kernel_mask.sum()``: row ``r`` is cell ``real[r] % kernel_size``
+      of edge ``real[r] // kernel_size``, ``real = np.flatnonzero(spec.edge_kernel_mask)``. Gathered straight from
+      the leaves, without building the zero-padded ``(n_edge, kernel_size[, C])`` array.
+
+    Example:
+      >>> cells = cell_values(features, spec)   # the rows a graph network encodes, one per kernel value
+    """
+    leaves = _check_structure(tree, spec)
+    extra = leaves[spec.layers[0].kernel_leaf].shape[-1:] if _has_channels(leaves, spec) else ()
+    dtype = jnp.result_type(*[leaves[l.kernel_leaf] for l in spec.layers])
+    parts = [jnp.zeros((1,) + extra, dtype)] + [
+        leaves[i].reshape((-1,) + extra).astype(dtype) for i in _cell_leaves(spec)
+    ]
+    return _take(jnp.concatenate(parts), _cell_sources(spec))
 
 
 def unplaced_values(tree, spec: GraphSpec) -> jax.Array:
@@ -177,6 +211,27 @@ def graph_to_params(edge_values: jax.Array, node_values: jax.Array, spec: GraphS
             f"graph_to_params: got edges {edge_values.shape} and nodes {node_values.shape}, expected "
             f"({spec.n_edge}, {spec.kernel_size}, ...) and ({spec.n_node}, ...) for {spec}."
         )
+    cells = edge_values.reshape((-1,) + extra)[np.flatnonzero(spec.edge_kernel_mask)]
+    return cells_to_params(cells, node_values, spec, unplaced, neuron_params)
+
+
+def cells_to_params(cell_values: jax.Array, node_values: jax.Array, spec: GraphSpec, unplaced=None, neuron_params=None):
+    """``graph_to_params`` from the real kernel cells' rows (``cell_values``'s layout) instead of padded edges.
+
+    Args:
+      cell_values: ``(spec.edge_kernel_mask.sum()[, C])``, rows as ``cell_values`` returns them.
+      node_values, spec, unplaced, neuron_params: as for ``graph_to_params``.
+
+    Returns:
+      A pytree like the parameters; the exact inverse of ``cell_values`` on the kernels.
+
+    Example:
+      >>> updates = cells_to_params(cell_out, node_out, spec)
+    """
+    extra = cell_values.shape[1:]
+    sources = _cell_sources(spec)
+    if cell_values.shape[0] != len(sources):
+        raise ValueError(f"cells_to_params: got {cell_values.shape[0]} cell rows, expected {len(sources)} for {spec}.")
     if spec.unplaced and (unplaced is None or unplaced.shape != (spec.unplaced_size,) + extra):
         got = None if unplaced is None else unplaced.shape
         raise ValueError(
@@ -189,16 +244,14 @@ def graph_to_params(edge_values: jax.Array, node_values: jax.Array, spec: GraphS
             f"graph_to_params: {spec} has neuron parameters; pass their values as neuron_params= of shape "
             f"{(spec.neuron_param_size,) + extra}, got {got}."
         )
-    kh, kw = spec.window
+    held = np.flatnonzero(sources)  # the rows that hold a parameter, each exactly one
+    row_of = np.empty(len(held), np.int64)
+    row_of[sources[held] - 1] = held
+    kernels = _take(cell_values, row_of)
     leaves = [None] * len(spec.leaf_shapes)
-    edge_off, node_off = spec.edge_offsets, spec.node_offsets
+    _fill_leaves(leaves, spec, _cell_leaves(spec), kernels, extra)
+    node_off = spec.node_offsets
     for l, layer in enumerate(spec.layers):
-        block = edge_values[edge_off[l] : edge_off[l + 1]].reshape((layer.fan_in, layer.fan_out, kh, kw) + extra)
-        block = jnp.moveaxis(block, (2, 3), (0, 1))
-        h, w = _spatial_2d(layer)
-        top, left = (kh - h) // 2, (kw - w) // 2
-        for i, values in _leaves_from_block(block[top : top + h, left : left + w], layer, spec, extra).items():
-            leaves[i] = values.astype(spec.leaf_dtypes[i])
         if layer.bias_leaf is not None:
             bias = node_values[node_off[l + 1] : node_off[l + 2]]
             leaves[layer.bias_leaf] = bias.astype(spec.leaf_dtypes[layer.bias_leaf])

@@ -102,16 +102,16 @@ class GraphNet(nn.Module):
             rows, how = flatten_features(feats)
             recurrent, h = CoordinateLSTM(self.recurrent_hidden, 1)(recurrent, rows)
             feats = jax.tree.map(lambda f, r: jnp.concatenate([f, r], -1), feats, unflatten_features(h, how))
-        edge_x, node_x = graphs.tree_to_graph_arrays(feats, spec)
+        _, node_x = graphs.tree_to_graph_arrays(feats, spec)
         if probes is not None:
             node_x = jnp.concatenate([node_x, probes.astype(node_x.dtype)], -1)
         d = self.hidden
         cell_encoder = MLP((d,), final_activation=True, name="cell_encoder")
         # Only the real kernel cells are encoded and decoded, as rows: dense edges padded to a 3x3 window, or to an
         # attention layer's three cells, would otherwise cost several times their own work.
-        real = np.flatnonzero(spec.edge_kernel_mask.reshape(-1))
-        cell_edge = real // spec.kernel_size  # the edge of each real cell, ascending
-        cells = cell_encoder(edge_x.reshape((-1, edge_x.shape[-1]))[real])  # (real cells, d)
+        cell_edge = np.flatnonzero(spec.edge_kernel_mask) // spec.kernel_size  # the edge of each real cell, ascending
+        cell_x = graphs.cell_values(feats, spec)
+        cells = cell_encoder(cell_x)  # (real cells, d)
         cell_sums = jax.ops.segment_sum(cells, cell_edge, spec.n_edge, indices_are_sorted=True)
         edges = cell_sums / spec.edge_kernel_mask.sum(1, keepdims=True).astype(cells.dtype)
         edges = edges + nn.Embed(len(graphs.LAYER_KINDS), d, name="edge_kind")(spec.edge_kind)
@@ -135,7 +135,7 @@ class GraphNet(nn.Module):
         n_residual = len(spec.residual_senders)
         if n_residual:
             # Residual connections are edges without a parameter: encoded from all-zero features.
-            residual = cell_encoder(jnp.zeros((1, edge_x.shape[-1]), edge_x.dtype))
+            residual = cell_encoder(jnp.zeros((1, cell_x.shape[-1]), cell_x.dtype))
             edges = jnp.concatenate([edges, jnp.broadcast_to(residual, (n_residual, d))])
         senders = np.concatenate([spec.senders, spec.residual_senders])
         receivers = np.concatenate([spec.receivers, spec.residual_receivers])
@@ -144,8 +144,6 @@ class GraphNet(nn.Module):
         edge_decoder = MLP((d,), final_activation=True, name="edge_decoder")
         edge_output = output_head(2, self.output, "edge_output")
         cell_out = edge_output(edge_decoder((edges, cell_edge), cells))  # from [its edge's state, its encoding]
-        edge_out = jnp.zeros((spec.n_edge * spec.kernel_size, 2), cell_out.dtype).at[real].set(cell_out)
-        edge_out = edge_out.reshape((spec.n_edge, spec.kernel_size, 2))
         node_decoder = MLP((d,), final_activation=True, name="node_decoder")
         node_output = output_head(2, self.output, "node_output")
         node_out = node_output(node_decoder(jnp.concatenate([nodes, node_enc], -1)))
@@ -162,7 +160,7 @@ class GraphNet(nn.Module):
             unplaced = cell_encoder(graphs.unplaced_values(feats, spec))  # (F, d)
             context = jnp.broadcast_to(nodes.mean(0) + g, unplaced.shape)
             unplaced_out = edge_output(edge_decoder(jnp.concatenate([context, unplaced], -1)))
-        return graphs.graph_to_params(edge_out, node_out, _float_spec(spec), unplaced_out, neuron_out), recurrent
+        return graphs.cells_to_params(cell_out, node_out, _float_spec(spec), unplaced_out, neuron_out), recurrent
 
     def _body(self) -> nn.Module:
         if self.body == "pna":
