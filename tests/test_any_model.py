@@ -405,3 +405,73 @@ def test_meta_training_reads_the_graph_of_a_resnet_from_its_computation():
         loss, grads = jax.value_and_grad(lambda a: fresh_unroll_loss(a, meta, task, jax.random.key(1), 3))(meta.arrays)
     assert np.isfinite(loss) and all(np.isfinite(g).all() for g in jax.tree.leaves(grads))
     assert any(np.abs(g).max() > 0 for g in jax.tree.leaves(grads))
+
+
+class ActivationsMLP(nn.Module):
+    """One hidden layer per activation, as jax emits it, with a LayerNorm between the bias add and the gelu."""
+
+    @nn.compact
+    def __call__(self, x):
+        exact_gelu = functools.partial(nn.gelu, approximate=False)
+        for activation in (nn.tanh, nn.relu, exact_gelu, nn.silu, nn.softplus, nn.sigmoid, jnp.sin):
+            x = activation(nn.Dense(3)(x))
+        h = nn.gelu(nn.LayerNorm()(nn.Dense(3)(x)))
+        return nn.Dense(2)(h)
+
+
+def test_activations_are_read_from_the_computation():
+    model, x = ActivationsMLP(), jnp.ones((2, 4))
+    params = model.init(jax.random.key(0), x)
+    with pytest.warns(UserWarning, match=r"could not read the activation after layers \['params/Dense_6'\]"):
+        spec = graphs.graph_spec(params, apply_fn=model.apply, example_input=x)
+    read = ("tanh", "relu", "gelu", "swish", "softplus", "sigmoid", "relu", "gelu", "linear")  # sin: the default
+    assert tuple(layer.activation for layer in spec.layers) == read
+    category = lambda name: graphs.ACTIVATION_CATEGORIES.index(
+        name if name in graphs.ACTIVATION_CATEGORIES else "other"
+    )
+    want = np.concatenate(
+        [np.full(4, 0)] + [np.full(layer.fan_out, category(a)) for layer, a in zip(spec.layers, read)]
+    )
+    np.testing.assert_array_equal(spec.node_activation, want)
+    given = ("linear",) * 8 + ("tanh",)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        spec = graphs.graph_spec(params, apply_fn=model.apply, example_input=x, activations=given)
+    assert tuple(layer.activation for layer in spec.layers) == given  # given activations win
+    with pytest.warns(graphs.UnplacedParametersWarning):  # without the computation: as before
+        spec = graphs.graph_spec(params)
+    assert {layer.activation for layer in spec.layers[:-1]} == {"relu"}
+
+
+def test_resnet_and_transformer_activations_are_read_from_the_computation():
+    """The ResNet's stream is ``relu(LayerNorm(h))`` before the classifier reads it, so the last layer writing the
+    stream reads as ReLU; the transformer's attention layers are linear, its MLP's first layer GELU."""
+    from l2o_jax.tasks.models import ResNetClassifier
+
+    resnet, images = ResNetClassifier(width=4, depth=2, num_classes=3), jnp.ones((1, 6, 6, 1))
+    transformer, tokens = TransformerClassifier(width=8, depth=1, num_classes=3), jnp.ones((1, 5, 2))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        resnet_spec = graphs.graph_spec(
+            resnet.init(jax.random.key(0), images), apply_fn=resnet.apply, example_input=images
+        )
+        transformer_spec = graphs.graph_spec(
+            transformer.init(jax.random.key(0), tokens), apply_fn=transformer.apply, example_input=tokens
+        )
+    assert [layer.activation for layer in resnet_spec.layers] == ["linear", "relu", "linear", "relu", "relu", "linear"]
+    assert [(layer.activation, layer.attention) for layer in transformer_spec.layers] == [
+        ("linear", False), ("linear", True), ("linear", True), ("gelu", False), ("linear", False), ("linear", False)
+    ]  # fmt: skip
+
+
+def test_graph_optimizers_take_the_activations_read_from_the_computation():
+    """A tanh MLP: the factory given ``apply_fn`` steps as with ``activations='tanh'``, not as with the ReLU default."""
+    model = nn.Sequential([nn.Dense(5), nn.tanh, nn.Dense(3)])
+    x, y = jax.random.normal(jax.random.key(1), (16, 4)), jnp.arange(16) % 3
+    params = model.init(jax.random.key(2), x)
+    loss_fn = jax.jit(lambda p: optax.softmax_cross_entropy_with_integer_labels(model.apply(p, x), y).mean())
+    meta = randomized(l2o_jax.GraphL2O(hidden=8, layers=1).init(jax.random.key(0)))
+    read = _two_steps(l2o_jax.graph_l2o(meta, apply_fn=model.apply, example_input=x), params, loss_fn)
+    given = _two_steps(l2o_jax.graph_l2o(meta, activations="tanh"), params, loss_fn)
+    default = _two_steps(l2o_jax.graph_l2o(meta), params, loss_fn)
+    assert _max_difference(read, given) < 1e-6 < _max_difference(read, default)

@@ -15,6 +15,7 @@ ACTIVATIONS: dict[str, Callable[[jax.Array], jax.Array]] = {
     "gelu": nn.gelu,
     "sigmoid": nn.sigmoid,
     "swish": nn.swish,
+    "softplus": nn.softplus,  # its own name for the forward pass; its neurons' category is 'other'
     "linear": lambda x: x,
 }
 

@@ -81,7 +81,21 @@ def _read_layers(apply_fn, params, example_input, paths, shapes, order, unplaced
     _check_reads(chain, reads, strict)
     pairs = [(position[a], position[b]) for a, b in computation.pairs if a in position and b in position]
     chain, neuron_params = _place_neuron_params(chain, computation.uses, position, shapes, unplaced)
-    return chain, pairs, neuron_params
+    read = tuple("linear" if layer.attention else computation.activations.get(ids[layer.path]) for layer in chain)
+    return chain, pairs, neuron_params, read
+
+
+def _read_activations(read: tuple, default: tuple, layers: Sequence[LayerSpec]) -> tuple[str, ...]:
+    """The activations read from the computation; where one could not be read, the default, with one warning."""
+    unread = [layer.name for layer, name in zip(layers, read) if name is None]
+    if unread:
+        warnings.warn(
+            f"graph_spec: could not read the activation after layers {unread} from the model's computation (an "
+            "unknown nonlinearity, or different ones where different layers read its outputs); using the default "
+            "(ReLU between layers, linear output) for them. Pass activations=[...] to set them.",
+            stacklevel=3,
+        )
+    return tuple(d if name is None else name for name, d in zip(read, default))
 
 
 def _place_neuron_params(chain: list, uses, position: dict, shapes: list[tuple], unplaced: dict):

@@ -26,6 +26,7 @@ import dataclasses
 import jax
 import numpy as np
 
+from l2o_jax.graphs.computation import _read_activations
 from l2o_jax.graphs.computation import _read_layers
 from l2o_jax.graphs.computation import _with_residuals
 from l2o_jax.graphs.parameters import _category
@@ -63,7 +64,10 @@ def graph_spec(
     it runs them, residual connections (additions of two neuron layers) as identity edges, normalisation scales
     and shifts and attention biases as parameters of the neurons they act on, attention modules as two layers
     (query/key/value weights as the three cells of each edge, then the output projection), a position embedding
-    as extra input neurons (see the module docstring). What it cannot place stays unplaced, as above.
+    as extra input neurons (see the module docstring), and the activation after each layer: the elementwise
+    nonlinearity its outputs go through before the next layer (or the model's outputs) reads them, after any
+    normalisation (tanh, sigmoid, ReLU, GELU in its tanh or erf form, swish/SiLU, softplus; linear when none).
+    What it cannot place stays unplaced, as above.
 
     Args:
       params: Flax Linen variables (``{'params': {'Dense_0': {'kernel', 'bias'}, ...}}``), a Flax NNX
@@ -71,7 +75,9 @@ def graph_spec(
         shapes are read (arrays, tracers and ``jax.ShapeDtypeStruct`` all work).
       activations: one name for all hidden layers, or one name per layer (last usually ``'linear'``); read from
         the computation, attention layers may be left out of the list (they are ``'linear'``).
-        Default: ReLU between layers, linear output.
+        Default: with ``apply_fn``, read from the computation (when a layer's cannot be read, a warning names the
+        layer and it gets the default below); otherwise ReLU between layers, linear output. When given, these
+        win over what the computation says.
       order: layer paths (``'params/Conv_0'`` strings or key tuples) in forward order. Default: the natural
         order of the paths (``Dense_2`` before ``Dense_10``), or with ``apply_fn`` the computation's order.
       window: 2-D ``(h, w)`` window conv kernels are padded to; default the largest kernel in the network.
@@ -108,13 +114,13 @@ def graph_spec(
     shapes = [tuple(int(d) for d in leaf.shape) for _, leaf in flat]
     dtypes = tuple(np.dtype(leaf.dtype) for _, leaf in flat)
     unplaced: dict[int, str] = {}
-    pairs, neuron_params = (), ()
+    pairs, neuron_params, read = (), (), None
     if apply_fn is None:
         groups = _group_layers(paths, shapes, unplaced, strict)
         layers = _place_layers(_order_layers(groups, order, unplaced, strict), groups, shapes, unplaced, strict)
     else:
         read = _read_layers(apply_fn, params, example_input, paths, shapes, order, unplaced, strict)
-        layers, pairs, neuron_params = read
+        layers, pairs, neuron_params, read = read
         if strict and unplaced:
             raise ValueError(unplaced[min(unplaced)])
     if not layers:
@@ -123,6 +129,8 @@ def graph_spec(
             f"{[path_to_str(p) for p in paths]}."
         )
     names = _resolve_activations(activations, layers)
+    if activations is None and read is not None:
+        names = _read_activations(read, names, layers)
     layers = tuple(dataclasses.replace(layer, activation=a) for layer, a in zip(layers, names))
     if unplaced:
         _warn_unplaced(unplaced, paths)

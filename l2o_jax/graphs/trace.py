@@ -7,9 +7,11 @@ kernel makes it that layer's neurons (the query, key and value projections of on
 layer, so the attention scores and their product with the values stay its neurons); other operations keep the
 neuron layer of their input. An addition of two values of different neuron layers is a residual connection:
 neuron ``k`` of the earlier layer feeds neuron ``k`` of the later one with a fixed weight of one (Kofinas et
-al., 2024). A parameter multiplied into or added to a neuron layer's values (a normalisation's scale and shift,
-an attention projection's bias, a position embedding) is recorded as acting on that layer. Everything here is
-numpy and Python at trace time.
+al., 2024). A layer's activation is read where its values are read (by the next contraction, or as the model's
+outputs): the elementwise nonlinearities applied to them since their contraction, ignoring statistics (values
+reduced over an axis, like a normalisation's mean and variance) they are combined with. A parameter multiplied
+into or added to a neuron layer's values (a normalisation's scale and shift, an attention projection's bias, a
+position embedding) is recorded as acting on that layer. Everything here is numpy and Python at trace time.
 """
 
 from __future__ import annotations
@@ -22,6 +24,29 @@ import numpy as np
 _CONTRACTIONS = ("dot_general", "conv_general_dilated")
 _ADDITIONS = ("add", "add_any")
 _SHIFTS = ("add", "add_any", "sub")
+_REDUCTIONS = ("reduce_sum", "reduce_max", "reduce_min", "reduce_prod", "argmax", "argmin")
+#: Primitives that are linear in the neurons, move them, compare them or pool them: no mark of an activation.
+_NEUTRAL = (
+    "add", "add_any", "sub", "neg", "mul", "div", "dot_general", "reshape", "broadcast_in_dim", "transpose",
+    "squeeze", "expand_dims", "convert_element_type", "slice", "dynamic_slice", "dynamic_update_slice", "gather",
+    "concatenate", "pad", "copy", "copy_p", "select_n", "rev", "stop_gradient", "reduce_precision", "ne", "eq",
+    "lt", "gt", "le", "ge", "is_finite", "reduce_window_max", "reduce_window_sum", "cumsum", "sign",
+)  # fmt: skip
+#: Primitive -> the mark it leaves on the neurons it is applied to.
+_MARKS = {"tanh": "tanh", "logistic": "logistic", "erf": "erf", "erfc": "erf", "exp": "exp", "log": "log"}
+_MARKS |= {"log1p": "log", "integer_pow": "pow", "square": "pow", "max": "max", "min": "max", "abs": "abs"}
+#: Marks left by each activation as jax emits it -> its name in ``l2o_jax.graphs.ACTIVATIONS``.
+_SIGNATURES = {
+    frozenset(): "linear",
+    frozenset({"max"}): "relu",
+    frozenset({"tanh"}): "tanh",
+    frozenset({"logistic"}): "sigmoid",
+    frozenset({"logistic", "mul"}): "swish",
+    frozenset({"erf", "mul"}): "gelu",  # exact form: x * erfc(-x / sqrt(2)) / 2
+    frozenset({"pow", "tanh", "mul"}): "gelu",  # tanh approximation: x * (1 + tanh(c * (x + 0.044715 x^3))) / 2
+    frozenset({"tanh", "mul"}): "gelu",  # the same with x^3 written as products
+    frozenset({"max", "abs", "exp", "log"}): "softplus",  # logaddexp(x, 0)
+}
 
 
 class Computation(NamedTuple):
@@ -34,12 +59,16 @@ class Computation(NamedTuple):
       reads: ``{layer: sorted layer ids its contractions read}``.
       uses: ``(leaf, layer, op)`` for each other parameter leaf combined with a layer's neurons, ``op`` being
         ``'mul'`` or ``'add'``, in the order they happen.
+      activations: ``{layer: name}`` of the activation (a key of ``l2o_jax.graphs.ACTIVATIONS``) applied to each
+        layer's outputs where they are read, or None where it cannot be read (an unknown nonlinearity, or
+        different ones where different layers read them).
     """
 
     order: tuple
     pairs: tuple
     reads: dict
     uses: tuple
+    activations: dict
 
 
 def _sub_jaxpr(eqn):
@@ -53,30 +82,61 @@ def _sub_jaxpr(eqn):
 
 class _Walk:
     """Tags every value ``('neurons', group)``, ``('kernel', layer)`` or ``('param', leaf)``. Neuron groups are
-    numbered in the order the computation creates them (0 = inputs), so "later" means later in the forward pass."""
+    numbered in the order the computation creates them (0 = inputs), so "later" means later in the forward pass.
+    A neuron value also carries its *marks* ``(nonlinearities applied since its contraction, is_statistic)``."""
 
     def __init__(self):
         self.order: list = []  # layer id of each neuron group 1, 2, ...
         self.pairs: set = set()
         self.reads: dict = {}
         self.uses: list = []
+        self.read_marks: dict = {}  # neuron group -> set of the marks its values carry where they are read
 
     def group(self, layer) -> int:
         if layer not in self.order:
             self.order.append(layer)
         return self.order.index(layer) + 1
 
-    def walk(self, jaxpr, tags: dict) -> list:
+    def walk(self, jaxpr, tags: dict, marks: dict) -> tuple[list, list]:
         tag = lambda v: None if hasattr(v, "val") else tags.get(v)  # literals carry a value, variables do not
+        mark = lambda v: None if hasattr(v, "val") else marks.get(v)
         for eqn in jaxpr.eqns:
             ins = [tag(v) for v in eqn.invars]
+            in_marks = [mark(v) for v in eqn.invars]
             inner = _sub_jaxpr(eqn)
             if inner is not None:
-                out = self.walk(inner, {v: t for v, t in zip(inner.invars, ins) if t})
+                inner_marks = {v: m for v, m in zip(inner.invars, in_marks) if m}
+                out, out_marks = self.walk(inner, {v: t for v, t in zip(inner.invars, ins) if t}, inner_marks)
             else:
                 out = [self.step(eqn.primitive.name, ins)] * len(eqn.outvars)
+                out_marks = [self.mark(eqn, ins, in_marks, out[0])] * len(eqn.outvars)
             tags.update({v: t for v, t in zip(eqn.outvars, out) if t})
-        return [tag(v) for v in jaxpr.outvars]
+            marks.update({v: m for v, m in zip(eqn.outvars, out_marks) if m})
+        return [tag(v) for v in jaxpr.outvars], [mark(v) for v in jaxpr.outvars]
+
+    def read(self, tag, marks) -> None:
+        """Neuron values read by a layer or as outputs: the marks they carry say their layer's activation."""
+        if tag and tag[0] == "neurons" and tag[1] > 0 and marks:
+            self.read_marks.setdefault(tag[1], set()).add(marks[0])
+
+    def mark(self, eqn, ins: list, in_marks: list, out):
+        if not out or out[0] != "neurons":
+            return None
+        name = eqn.primitive.name
+        neurons = [(t, m or (frozenset(), False)) for t, m in zip(ins, in_marks) if t and t[0] == "neurons"]
+        if name in _CONTRACTIONS and any(t[0] == "kernel" for t in ins if t):
+            for t, m in neurons:
+                self.read(t, m)
+            return frozenset(), False
+        if name in _REDUCTIONS:
+            return neurons[0][1][0], True
+        values = [m for _, (m, stat) in neurons if not stat]
+        marks = frozenset().union(*(values or [m for _, (m, _) in neurons]))
+        if name == "mul" and len(values) > 1 or name == "div" and len(values) > 1:
+            marks |= {"mul"}
+        elif name not in _NEUTRAL:
+            marks |= {_MARKS.get(name, name)}
+        return marks, not values
 
     def step(self, primitive: str, ins: list):
         groups = sorted({t[1] for t in ins if t and t[0] == "neurons"})
@@ -96,6 +156,12 @@ class _Walk:
         if len(set(tagged)) == 1 and tagged[0][0] in ("kernel", "param"):  # reshapes, casts, slices, gathers
             return tagged[0]
         return None
+
+
+def _activation(read_marks: set):
+    """The activation all readers of a layer's values see, or None when unknown or they disagree."""
+    names = {_SIGNATURES.get(marks) for marks in read_marks}
+    return names.pop() if len(names) == 1 else None
 
 
 def read_computation(apply_fn, params, example_input, kernel_leaves: dict[int, int]) -> Computation:
@@ -122,11 +188,14 @@ def read_computation(apply_fn, params, example_input, kernel_leaves: dict[int, i
     tags = {invars[i]: ("kernel", kernel_leaves[i]) if i in kernel_leaves else ("param", i) for i in range(num_leaves)}
     tags.update({v: ("neurons", 0) for v in invars[num_leaves:]})
     walk = _Walk()
-    walk.walk(closed.jaxpr, tags)
+    outputs, output_marks = walk.walk(closed.jaxpr, tags, {})
+    for tag, marks in zip(outputs, output_marks):
+        walk.read(tag, marks or (frozenset(), False))
     layer = [0] + walk.order  # neuron group -> layer id
     return Computation(
         order=tuple(walk.order),
         pairs=tuple(sorted((layer[a], layer[b]) for a, b in walk.pairs)),
         reads={layer[g]: sorted(layer[r] for r in reads) for g, reads in sorted(walk.reads.items())},
         uses=tuple((leaf, layer[g], op) for leaf, g, op in walk.uses),
+        activations={layer[g]: _activation(walk.read_marks.get(g, set())) for g in range(1, len(layer))},
     )

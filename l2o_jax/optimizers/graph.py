@@ -343,8 +343,9 @@ def graph_l2o(meta_params: MetaParams, **reading) -> optax.GradientTransformatio
         meta-parameters with probes (``GraphL2O(probes=ProbeConfig(...))``): ``init`` checks, outside ``jit``,
         that the forward pass the probes run through (read from ``params``, ``activations`` and ``order``) is this
         network's, and raises a ValueError otherwise. With ``example_input`` (an input batch), the model's
-        residual connections are read from its computation and become identity edges of the neural graph
-        (``graphs.graph_spec``); otherwise, without probes, it must be left out.
+        residual connections are read from its computation and become identity edges of the neural graph, and
+        so are the activations when ``activations`` is not given (``graphs.graph_spec``); otherwise, without
+        probes, it must be left out.
         ``strict``: refuse parameters the graph cannot place instead of optimising them as lone coordinates.
         ``total_steps``: the length of the training run, for meta-parameters meta-trained to know it
         (``meta_params.config.needs_total_steps``); ignored otherwise.
