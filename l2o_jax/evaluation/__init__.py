@@ -14,6 +14,7 @@ from l2o_jax.evaluation.evaluate import baseline
 from l2o_jax.evaluation.evaluate import evaluate
 from l2o_jax.evaluation.evaluate import results_table
 from l2o_jax.evaluation.evaluate import save_results
+from l2o_jax.evaluation.evaluate import training_run
 from l2o_jax.evaluation.evaluate import tune_baseline
 from l2o_jax.evaluation.plots import plot_advantage
 from l2o_jax.evaluation.plots import plot_curves
@@ -43,5 +44,6 @@ __all__ = [
     "results_table",
     "save_results",
     "speedup",
+    "training_run",
     "tune_baseline",
 ]

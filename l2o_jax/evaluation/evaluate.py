@@ -91,9 +91,15 @@ class EvalResult:
         }
 
 
-def _training_run(make_tx: Callable, task, steps: int, eval_every: int, split: str, max_eval_examples: int):
+def training_run(make_tx: Callable, task, steps: int, eval_every: int, split: str, max_eval_examples: int):
     """A pure function ``(key, hyperparams) -> (train losses, eval losses, eval accuracies)`` training one
-    optimizee with ``make_tx(hyperparams)`` by ``l2o_jax.meta.rollout``."""
+    optimizee with ``make_tx(hyperparams)`` by ``l2o_jax.meta.rollout``; the hyperparameters may be traced, so a
+    vmapped grid of them compiles once.
+
+    Example:
+      >>> run = training_run(lambda lr: optax.adam(lr), image_task('digits'), 100, 50, 'validation', 2048)
+      >>> losses, eval_loss, eval_accuracy = jax.vmap(run, (None, 0))(jax.random.key(0), jnp.array([1e-3, 1e-2]))
+    """
     if steps % eval_every:
         raise ValueError(f"steps ({steps}) must be a multiple of eval_every ({eval_every}).")
 
@@ -142,7 +148,7 @@ def evaluate(
       >>> result.final_accuracy
     """
     seeds = tuple(range(seeds)) if isinstance(seeds, int) else tuple(seeds)
-    run = _training_run(lambda _: optimizer, task, steps, eval_every, split, max_eval_examples)
+    run = training_run(lambda _: optimizer, task, steps, eval_every, split, max_eval_examples)
     keys = jnp.stack([jax.random.key(s) for s in seeds])
     losses, eval_loss, eval_acc = jax.jit(jax.vmap(lambda k: run(k, None)))(keys)
     return EvalResult(
@@ -287,7 +293,7 @@ def tune_baseline(
     grid = list(itertools.product(learning_rates, weight_decays))
     hyper = jnp.asarray(grid, jnp.float32)
     factory = BASELINES[name]
-    run = _training_run(lambda h: factory(h[0], h[1], steps), task, steps, steps, "validation", examples)
+    run = training_run(lambda h: factory(h[0], h[1], steps), task, steps, steps, "validation", examples)
     keys = jnp.stack([jax.random.key(10_000 + s) for s in range(seeds)])
     per_config = jax.vmap(lambda h: jax.vmap(lambda k: run(k, h))(keys))
     _, eval_loss, eval_acc = jax.jit(per_config)(hyper)

@@ -10,6 +10,7 @@ from l2o_jax.optimizers.base import L2OState
 from l2o_jax.optimizers.base import LearnedOptimizer
 from l2o_jax.optimizers.base import MetaParams
 from l2o_jax.optimizers.base import OutputConfig
+from l2o_jax.optimizers.base import cap_relative_updates
 from l2o_jax.optimizers.base import check_meta_params
 from l2o_jax.optimizers.base import learned_transform
 from l2o_jax.optimizers.base import tiny_mlp_params
@@ -46,6 +47,7 @@ __all__ = [
     "MetaParams",
     "OutputConfig",
     "RUN_LENGTH_OUTPUT",
+    "cap_relative_updates",
     "RecurrentGraphL2O",
     "ScaleGraphL2O",
     "TransformerL2O",
