@@ -158,6 +158,11 @@ def test_aggregate_is_zero_without_neighbours_and_scales_by_degree():
     delta = (np.log(3) + np.log(2)) / 2
     np.testing.assert_allclose(out[1, 4:8], out[1, :4] * np.log(3) / delta, rtol=1e-5)
     np.testing.assert_allclose(out[2, 8:12], out[2, :4] * delta / np.log(2), rtol=1e-5)
+    names = (('mean', 'min', 'max', 'std'), ('identity', 'amplification', 'attenuation'))
+    masks = jnp.ones(3, bool), jnp.ones(3, bool)
+    np.testing.assert_allclose(aggregate(messages, receivers, *masks, *names, delta=delta), out, rtol=1e-6)
+    fixed = aggregate(messages, receivers, *masks, *names, delta=1.0)  # PNA's choice: a normaliser from training
+    np.testing.assert_allclose(fixed[1, 4:8], out[1, :4] * np.log(3), rtol=1e-5)
 
 
 def test_layers_reject_mismatched_widths(graph):

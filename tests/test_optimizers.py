@@ -1,5 +1,7 @@
 """Learned optimizers as optax transformations: equivariance, stability, integration, meta-gradients, I/O."""
 
+import dataclasses
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -229,3 +231,34 @@ def test_loading_wrong_or_missing_files_is_a_clear_error(tmp_path):
     (tmp_path / "junk" / "weights.bin").write_bytes(b"not a checkpoint")
     with pytest.raises(ValueError, match="not an l2o_jax meta-parameter checkpoint"):
         l2o_jax.load_meta_params(tmp_path / "junk")
+
+
+def test_a_fixed_pna_degree_normaliser_is_computed_from_training_graphs_and_changes_the_step():
+    params = {
+        "params": {
+            "Dense_0": {"kernel": jnp.ones((3, 8)), "bias": jnp.zeros(8)},
+            "Dense_1": {"kernel": jnp.ones((8, 8)), "bias": jnp.zeros(8)},
+            "Dense_2": {"kernel": jnp.ones((8, 10)), "bias": jnp.zeros(10)},
+        }
+    }
+    # in-degrees: 8 neurons of 3, 18 of 8; out-degrees: 11 neurons of 8, 8 of 10
+    logs = [np.log(4)] * 8 + [np.log(9)] * 18 + [np.log(9)] * 11 + [np.log(11)] * 8
+    delta = l2o_jax.optimizers.degree_normaliser([params])
+    np.testing.assert_allclose(delta, np.mean(logs), rtol=1e-6)
+    output = l2o_jax.OutputConfig(output_init_scale=1.0)  # the network's output, not Adam's direction, dominates
+    per_graph = l2o_jax.GraphL2O(hidden=8, layers=2, output=output).init(jax.random.key(0))
+    fixed = per_graph.replace(config=dataclasses.replace(per_graph.config, degree_delta=delta / 2))
+    grads = jax.tree.map(lambda p: jnp.full_like(p, 0.1), params)
+
+    def step(meta):
+        tx = meta.transform()
+        return tx.update(grads, tx.init(params), params)[0]
+
+    a, b = step(per_graph), step(fixed)
+    assert all(np.isfinite(x).all() for x in jax.tree.leaves(b))
+    for leaf in ("kernel", "bias"):  # edges see the aggregates from the second layer on
+        assert not np.allclose(a["params"]["Dense_1"][leaf], b["params"]["Dense_1"][leaf], rtol=1e-3)
+    with pytest.raises(ValueError, match="degree_delta"):
+        l2o_jax.TransformerL2O(degree_delta=1.0)
+    with pytest.raises(ValueError, match="degree_delta"):
+        l2o_jax.GraphL2O(degree_delta=0.0)

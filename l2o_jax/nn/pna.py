@@ -88,6 +88,7 @@ def aggregate(
     node_mask: jax.Array,
     aggregators: Sequence[str],
     scalers: Sequence[str],
+    delta: float | None = None,
 ) -> jax.Array:
     """PNA aggregation of edge messages at their target nodes.
 
@@ -98,6 +99,8 @@ def aggregate(
       node_mask: (N,) bool; padded nodes do not enter the degree normaliser.
       aggregators: names from `AGGREGATORS`.
       scalers: names from `SCALERS`.
+      delta: the degree normaliser: a fixed number (PNA's mean log(d + 1) over its training graphs), or None for
+        the mean over this graph's nodes with messages.
 
     Returns:
       (N, len(scalers) * len(aggregators) * D) aggregates; exactly 0 at nodes
@@ -113,8 +116,9 @@ def aggregate(
 
     log_degree = jnp.log1p(degree)
     counted = has_messages & node_mask
-    delta = jnp.sum(jnp.where(counted, log_degree, 0.0)) / jnp.maximum(jnp.sum(counted), 1)
-    delta = jnp.where(delta > 0, delta, 1.0)
+    if delta is None:
+        delta = jnp.sum(jnp.where(counted, log_degree, 0.0)) / jnp.maximum(jnp.sum(counted), 1)
+        delta = jnp.where(delta > 0, delta, 1.0)
     scales = {
         'identity': jnp.ones_like(degree),
         'amplification': log_degree / delta,
@@ -136,14 +140,18 @@ class PNALayer(nn.Module):
     shifts the message MLP). Nodes then aggregate messages separately from
     incoming edges (forward, from the sender side) and outgoing edges (backward,
     from the receiver side) with the PNA aggregators and degree scalers; the
-    degree normaliser delta is the mean log(d + 1) over nodes with neighbours in
-    the current graph, so the layer applies to any architecture. Nodes are never
-    told their index, so the layer is equivariant to node permutations.
+    degree normaliser delta is, by default, the mean log(d + 1) over nodes with
+    neighbours in the current graph, so the layer applies to any architecture
+    and its scalers are unchanged when every layer widens by the same factor;
+    a fixed ``delta`` (PNA's: from the training graphs) makes them grow with
+    the degree instead. Nodes are never told their index, so the layer is
+    equivariant to node permutations.
 
     Attributes:
       features: width D of node and edge states (inputs and outputs).
       aggregators: any of 'mean', 'sum', 'min', 'max', 'std'.
       scalers: any of 'identity', 'amplification', 'attenuation'.
+      delta: a fixed degree normaliser, or None (per graph, above).
 
     Returns (from `__call__`):
       Updated (nodes (N, D), edges (E, D)); padded nodes and edges are zero.
@@ -159,6 +167,7 @@ class PNALayer(nn.Module):
     features: int
     aggregators: Sequence[str] = ('mean', 'min', 'max', 'std')
     scalers: Sequence[str] = ('identity', 'amplification', 'attenuation')
+    delta: float | None = None
 
     @nn.compact
     def __call__(
@@ -184,8 +193,8 @@ class PNALayer(nn.Module):
         forward = GatheredDense(width, name='forward_message')(edges, (nodes, senders))
         backward = GatheredDense(width, name='backward_message')(edges, (nodes, receivers))
         pooled = [
-            aggregate(forward, receivers, edge_mask, node_mask, self.aggregators, self.scalers),
-            aggregate(backward, senders, edge_mask, node_mask, self.aggregators, self.scalers),
+            aggregate(forward, receivers, edge_mask, node_mask, self.aggregators, self.scalers, self.delta),
+            aggregate(backward, senders, edge_mask, node_mask, self.aggregators, self.scalers, self.delta),
         ]
         update = MLP((width, width), name='node_mlp')(jnp.concatenate([nodes, *pooled], -1))
         nodes = nn.LayerNorm(name='node_norm')(nodes + update)
@@ -200,6 +209,7 @@ class PNA(nn.Module):
       num_layers: number of layers.
       aggregators: passed to every `PNALayer`.
       scalers: passed to every `PNALayer`.
+      delta: passed to every `PNALayer` (None: each graph's own degree normaliser).
 
     Example:
       >>> gnn = PNA(features=16, num_layers=3)
@@ -211,12 +221,13 @@ class PNA(nn.Module):
     num_layers: int
     aggregators: Sequence[str] = ('mean', 'min', 'max', 'std')
     scalers: Sequence[str] = ('identity', 'amplification', 'attenuation')
+    delta: float | None = None
 
     @nn.compact
     def __call__(self, nodes, edges, senders, receivers, edge_mask=None, node_mask=None):
         """Same arguments and returns as `PNALayer.__call__`."""
         for _ in range(self.num_layers):
-            nodes, edges = PNALayer(self.features, self.aggregators, self.scalers)(
+            nodes, edges = PNALayer(self.features, self.aggregators, self.scalers, self.delta)(
                 nodes, edges, senders, receivers, edge_mask, node_mask
             )
         return nodes, edges

@@ -17,6 +17,7 @@ from l2o_jax.optimizers.base import tiny_mlp_params
 from l2o_jax.optimizers.graph import GraphL2O
 from l2o_jax.optimizers.graph import RecurrentGraphL2O
 from l2o_jax.optimizers.graph import TransformerL2O
+from l2o_jax.optimizers.graph import degree_normaliser
 from l2o_jax.optimizers.graph import graph_l2o
 from l2o_jax.optimizers.graph import recurrent_graph_l2o
 from l2o_jax.optimizers.graph import transformer_l2o
@@ -48,6 +49,7 @@ __all__ = [
     "OutputConfig",
     "RUN_LENGTH_OUTPUT",
     "cap_relative_updates",
+    "degree_normaliser",
     "RecurrentGraphL2O",
     "ScaleGraphL2O",
     "TransformerL2O",

@@ -95,6 +95,7 @@ class GraphNet(nn.Module):
     recurrent_hidden: int
     max_io_positions: int
     output: OutputConfig
+    degree_delta: float | None = None
 
     @nn.compact
     def __call__(self, feats, glob, spec: graphs.GraphSpec, recurrent, probes=None):
@@ -164,7 +165,7 @@ class GraphNet(nn.Module):
 
     def _body(self) -> nn.Module:
         if self.body == "pna":
-            return PNA(self.hidden, self.num_layers, name="pna")
+            return PNA(self.hidden, self.num_layers, delta=self.degree_delta, name="pna")
         if self.body == "transformer":
             return RelationalTransformer(self.hidden, self.num_layers, self.num_heads, name="transformer")
         raise ValueError(f"unknown graph network body {self.body!r}; use 'pna' or 'transformer'.")
@@ -181,6 +182,7 @@ class _GraphFamily(LearnedOptimizer):
     layers: int = 4
     max_io_positions: int = 0
     probes: ProbeConfig | None = None
+    degree_delta: float | None = None
 
     body = "pna"
     num_heads = 1
@@ -196,7 +198,15 @@ class _GraphFamily(LearnedOptimizer):
             self.recurrent_hidden,
             self.max_io_positions,
             self.output,
+            self.degree_delta,
         )
+
+    def __post_init__(self):
+        if self.degree_delta is not None and (self.body != "pna" or not self.degree_delta > 0):
+            raise ValueError(
+                f"degree_delta is PNA's degree normaliser: a positive number for a PNA body, got {self.degree_delta} "
+                f"for {type(self).__name__} (body {self.body!r}); leave it None to normalise per graph."
+            )
 
     def architecture_spec(
         self, params, activations=None, order=None, strict=False, apply_fn=None, example_input=None
@@ -271,6 +281,30 @@ class _GraphFamily(LearnedOptimizer):
         return CoordinateLSTM.initialize_carry(num_coordinates(params), self.recurrent_hidden, 1, jnp.float32)
 
 
+def degree_normaliser(params_list, **spec_options) -> float:
+    """PNA's degree normaliser from training architectures: the mean log(d + 1) over every neuron with messages,
+    in-degrees (forward messages) and out-degrees (backward) alike, residual connections included.
+
+    Args:
+      params_list: parameter pytrees of the meta-training architectures.
+      **spec_options: ``activations=``, ``apply_fn=``, ... as in ``graphs.graph_spec`` (the same for each).
+
+    Example:
+      >>> config = GraphL2O(degree_delta=degree_normaliser([task.init(jax.random.key(0))]))
+    """
+    logs = []
+    for params in params_list:
+        spec = graphs.graph_spec(params, **spec_options)
+        senders = np.concatenate([spec.senders, spec.residual_senders])
+        receivers = np.concatenate([spec.receivers, spec.residual_receivers])
+        for ends in (receivers, senders):
+            degree = np.bincount(ends, minlength=spec.n_node)
+            logs.append(np.log1p(degree[degree > 0]))
+    if not logs:
+        raise ValueError("degree_normaliser needs at least one parameter pytree.")
+    return float(np.concatenate(logs).mean())
+
+
 @register_family
 @dataclasses.dataclass(frozen=True)
 class GraphL2O(_GraphFamily):
@@ -283,6 +317,10 @@ class GraphL2O(_GraphFamily):
         input and output neurons get their own embeddings, later ones share the last.
       probes: ``ProbeConfig(count, input_shape)`` to learn probe inputs whose activations join every neuron's
         features (Kofinas et al.); default none. Shared by all graph families.
+      degree_delta: PNA's degree normaliser. ``None`` (default): each graph's own mean log(d + 1), so the degree
+        scalers do not change when every layer widens by the same factor (a 4x wider net looks like the
+        meta-training one to them). A number, e.g. ``degree_normaliser(meta_training_params)``: PNA's choice, fixed
+        from the training graphs, so the scalers grow with the degree (by log(4w + 1) / log(w + 1) at 4x width).
 
     Example:
       >>> meta_params = GraphL2O(hidden=32, layers=4).init(jax.random.key(0))
