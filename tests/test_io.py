@@ -25,7 +25,7 @@ from l2o_jax.tasks import TaskFamily
 
 TINY = {
     "GraphL2O": l2o_jax.GraphL2O(
-        hidden=4, layers=1, probes=l2o_jax.ProbeConfig(count=2, input_shape=(3,)), degree_delta=1.5
+        hidden=4, layers=1, probes=l2o_jax.ProbeConfig(count=2, input_shape=(3,)), degree_delta=1.5, cell_positions=True
     ),
     "TransformerL2O": l2o_jax.TransformerL2O(hidden=4, layers=1, heads=1),
     "RecurrentGraphL2O": l2o_jax.RecurrentGraphL2O(hidden=4, layers=1, lstm_hidden=2),

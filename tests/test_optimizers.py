@@ -262,3 +262,27 @@ def test_a_fixed_pna_degree_normaliser_is_computed_from_training_graphs_and_chan
         l2o_jax.TransformerL2O(degree_delta=1.0)
     with pytest.raises(ValueError, match="degree_delta"):
         l2o_jax.GraphL2O(degree_delta=0.0)
+
+
+@pytest.mark.parametrize("positions", [False, True], ids=["blind", "cell_positions"])
+def test_kernel_cell_positions_break_the_flip_symmetry_that_blind_pooling_has(positions):
+    task = l2o_jax.tasks.image_task("digits", model="cnn", width=3, depth=2, batch_size=4)
+    params = task.init(jax.random.key(0))
+    leaves, treedef = jax.tree.flatten(params)
+    keys = jax.random.split(jax.random.key(1), len(leaves))
+    grads = jax.tree.unflatten(treedef, [jax.random.normal(k, x.shape) for k, x in zip(keys, leaves)])
+    meta = randomized(l2o_jax.GraphL2O(hidden=8, layers=2, cell_positions=positions).init(jax.random.key(2)))
+    flip = lambda tree: jax.tree.map(lambda x: x[::-1, ::-1] if x.ndim == 4 else x, tree)  # every conv kernel
+
+    def step(p, g):
+        tx = meta.transform(activations=task.activations)
+        return tx.update(g, tx.init(p), p)[0]
+
+    offsets = l2o_jax.optimizers.graph.cell_offsets(graphs.graph_spec(params))
+    np.testing.assert_array_equal(offsets[:9], [(r, c) for r in (-1, 0, 1) for c in (-1, 0, 1)])
+    flipped_then_stepped, stepped_then_flipped = step(flip(params), flip(grads)), flip(step(params, grads))
+    close = all(
+        np.allclose(a, b, rtol=1e-4, atol=1e-7)
+        for a, b in zip(jax.tree.leaves(flipped_then_stepped), jax.tree.leaves(stepped_then_flipped))
+    )
+    assert close != positions

@@ -82,6 +82,20 @@ def io_position_ids(spec: graphs.GraphSpec, max_positions: int) -> np.ndarray:
     )
 
 
+def cell_offsets(spec: graphs.GraphSpec) -> np.ndarray:
+    """``(n_cells, 2)`` float32: each real kernel cell's (row, column) offset from its window's centre, in the order
+    of ``graphs.cell_values``; a dense weight sits at the centre, (0, 0). Offsets, unlike window indices, mean the
+    same in any window, so a position embedding of them carries over to kernels of other sizes.
+
+    Example:
+      >>> cell_offsets(graph_spec(cnn_params))[:9]   # a 3x3 kernel's cells: (-1, -1), (-1, 0), ..., (1, 1)
+    """
+    index = np.flatnonzero(spec.edge_kernel_mask) % spec.kernel_size
+    height, width = spec.window
+    rows, columns = np.divmod(index, width)
+    return np.stack([rows - (height - 1) / 2, columns - (width - 1) / 2], -1).astype(np.float32)
+
+
 class GraphNet(nn.Module):
     """Encoder -> graph network (PNA or relational transformer) -> per-parameter decoder.
 
@@ -96,6 +110,7 @@ class GraphNet(nn.Module):
     max_io_positions: int
     output: OutputConfig
     degree_delta: float | None = None
+    cell_positions: bool = False
 
     @nn.compact
     def __call__(self, feats, glob, spec: graphs.GraphSpec, recurrent, probes=None):
@@ -113,6 +128,8 @@ class GraphNet(nn.Module):
         cell_edge = np.flatnonzero(spec.edge_kernel_mask) // spec.kernel_size  # the edge of each real cell, ascending
         cell_x = graphs.cell_values(feats, spec)
         cells = cell_encoder(cell_x)  # (real cells, d)
+        if self.cell_positions:
+            cells = cells + nn.Dense(d, name="cell_position")(cell_offsets(spec))
         cell_sums = jax.ops.segment_sum(cells, cell_edge, spec.n_edge, indices_are_sorted=True)
         edges = cell_sums / spec.edge_kernel_mask.sum(1, keepdims=True).astype(cells.dtype)
         edges = edges + nn.Embed(len(graphs.LAYER_KINDS), d, name="edge_kind")(spec.edge_kind)
@@ -183,6 +200,7 @@ class _GraphFamily(LearnedOptimizer):
     max_io_positions: int = 0
     probes: ProbeConfig | None = None
     degree_delta: float | None = None
+    cell_positions: bool = False
 
     body = "pna"
     num_heads = 1
@@ -199,6 +217,7 @@ class _GraphFamily(LearnedOptimizer):
             self.max_io_positions,
             self.output,
             self.degree_delta,
+            self.cell_positions,
         )
 
     def __post_init__(self):
@@ -321,6 +340,9 @@ class GraphL2O(_GraphFamily):
         scalers do not change when every layer widens by the same factor (a 4x wider net looks like the
         meta-training one to them). A number, e.g. ``degree_normaliser(meta_training_params)``: PNA's choice, fixed
         from the training graphs, so the scalers grow with the degree (by log(4w + 1) / log(w + 1) at 4x width).
+      cell_positions: whether each conv kernel cell's encoding gets an embedding of its offset from the kernel's
+        centre (``cell_offsets``) before the cells of an edge are pooled. Default off: the cells are pooled blind
+        to their position (the update commutes with flipping every kernel), as in the shipped optimizers.
 
     Example:
       >>> meta_params = GraphL2O(hidden=32, layers=4).init(jax.random.key(0))
