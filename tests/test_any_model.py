@@ -233,6 +233,8 @@ def test_residual_edges_are_read_from_the_computation_and_keep_stream_symmetry(f
     np.testing.assert_array_equal(spec.residual_senders, offsets[1] + np.arange(6))
     np.testing.assert_array_equal(spec.residual_receivers, offsets[3] + np.arange(6))
     assert len(graphs.graph_spec(params).residual_senders) == 0
+    np.testing.assert_array_equal(spec.message_senders[spec.n_edge :], spec.residual_senders)
+    np.testing.assert_array_equal(spec.message_receivers[: spec.n_edge], spec.receivers)
 
     meta = randomized(config.init(jax.random.key(0)))
     tx = getattr(l2o_jax, factory)(meta, apply_fn=model.apply, example_input=x)

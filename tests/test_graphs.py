@@ -78,6 +78,8 @@ def test_round_trip_is_exact(name):
     # The real cells' rows, gathered straight from the leaves, are the padded edges' real cells; and back.
     cells = graphs.cell_values(params, spec)
     np.testing.assert_array_equal(cells, graph.edges["features"].reshape(-1)[spec.edge_kernel_mask.reshape(-1)])
+    np.testing.assert_array_equal(cells, graph.edges["features"].reshape(-1)[spec.real_cells])
+    np.testing.assert_array_equal(graphs.node_values(params, spec), graph.nodes["features"])
     from_cells = graphs.cells_to_params(cells, graph.nodes["features"], spec)
     assert jax.tree.structure(back) == jax.tree.structure(params) == jax.tree.structure(from_cells)
     for a, b, c in zip(jax.tree.leaves(params), jax.tree.leaves(back), jax.tree.leaves(from_cells)):
@@ -92,6 +94,7 @@ def test_round_trip_of_feature_stack_under_jit():
     stack = graphs.stack_trees([params, jax.tree.map(lambda x: 2 * x, params), jax.tree.map(jnp.sign, params)])
     edges, nodes = jax.jit(lambda t: graphs.tree_to_graph_arrays(t, spec))(stack)
     assert edges.shape == (spec.n_edge, 25, 3) and nodes.shape == (spec.n_node, 3)
+    np.testing.assert_array_equal(jax.jit(lambda t: graphs.node_values(t, spec))(stack), nodes)
     back = jax.jit(lambda e, n: graphs.graph_to_params(e, n, spec))(edges, nodes)
     for a, b in zip(jax.tree.leaves(stack), jax.tree.leaves(back)):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))

@@ -59,6 +59,14 @@ def test_a_new_kind_is_one_registered_function(report, monkeypatch, tmp_path):
         report.load_results(str(tmp_path))
 
 
+def test_markdown_table_keeps_empty_cells_and_refuses_ragged_rows():
+    from experiments.pages import markdown_table
+
+    assert markdown_table(["a", "b"], [[1, ""], ["x", 2.5]]) == "| a | b |\n|---|---|\n| 1 | |\n| x | 2.5 |"
+    with pytest.raises(ValueError, match="a row has 1 cells, the header 2"):
+        markdown_table(["a", "b"], [[1]])
+
+
 def test_provenance_records_command_code_machine_and_wall_time(report):
     import time
 

@@ -50,6 +50,20 @@ def renderer(kind: str):
 # --- table helpers -------------------------------------------------------------------------------------
 
 
+def markdown_table(header: list[str], rows: list[list]) -> str:
+    """A markdown table: one header row, the separator, then one line per row (cells formatted by ``str``).
+
+    Example:
+      >>> markdown_table(["step", "loss"], [[100, "0.31"], [1000, "0.12"]])
+      '| step | loss |\n|---|---|\n| 100 | 0.31 |\n| 1000 | 0.12 |'
+    """
+    for row in rows:
+        if len(row) != len(header):
+            raise ValueError(f"markdown_table: a row has {len(row)} cells, the header {len(header)}: {row}")
+    line = lambda cells: "|" + "".join(f" {cell} |" if str(cell) else " |" for cell in cells)  # noqa: E731
+    return "\n".join([line(header), "|" + "---|" * len(header)] + [line(row) for row in rows])
+
+
 def final_table(curves_by_task: dict[str, list[dict]], split: str = "test") -> str:
     """Markdown: final accuracy, loss and training loss per task and optimizer, mean ± std over seeds."""
     rows = [

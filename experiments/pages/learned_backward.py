@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from experiments.pages import across_runs
+from experiments.pages import markdown_table
 from experiments.pages import mean_std
 from experiments.pages import renderer
 from experiments.pages import verdict
@@ -41,38 +42,38 @@ def _setup(data: dict) -> str:
 
 
 def _meta_training(data: dict) -> str:
+    header = ["optimizer", "meta-seed", "meta-loss, backprop init", "meta-loss, meta-trained",
+              "first → last 10 training meta-losses", "s"]  # fmt: skip
     rows = [
-        "| optimizer | meta-seed | meta-loss, backprop init | meta-loss, meta-trained | first → last 10 training "
-        "meta-losses | s |",
-        "|---|---|---|---|---|---|",
+        [
+            f"{name} {data['tuning']['learning_rates'][name]:g}",
+            r["meta_seed"],
+            f"{r['before']:.4f}",
+            f"{r['after']:.4f}",
+            f"{r['first_10']:.4f} → {r['last_10']:.4f}",
+            f"{r['seconds']:.0f}",
+        ]  # fmt: skip
+        for name, runs in data["meta_training"].items()
+        for r in runs
     ]
-    for name, runs in data["meta_training"].items():
-        lr = data["tuning"]["learning_rates"][name]
-        for r in runs:
-            rows.append(
-                f"| {name} {lr:g} | {r['meta_seed']} | {r['before']:.4f} | {r['after']:.4f} | {r['first_10']:.4f} → "
-                f"{r['last_10']:.4f} | {r['seconds']:.0f} |"
-            )
-    return "\n".join(rows)
+    return markdown_table(header, rows)
 
 
 def _comparisons(task: dict) -> str:
-    rows = [
-        "| step | optimizer | true gradients: acc. (%) | learned backward: acc. (%) | accuracy difference (pp) | "
-        "true gradients: test loss | learned backward: test loss | test loss difference | diverged (learned; true) |",
-        "|---|---|---|---|---|---|---|---|---|",
-    ]
+    header = ["step", "optimizer", "true gradients: acc. (%)", "learned backward: acc. (%)",
+              "accuracy difference (pp)", "true gradients: test loss", "learned backward: test loss",
+              "test loss difference", "diverged (learned; true)"]  # fmt: skip
+    rows = []
     for c in sorted(task["comparisons"], key=lambda c: c["step"]):
         acc, loss = c["eval_accuracy"], c["eval_loss"]
         learned, true = (np.asarray(loss[k], np.float64) for k in ("learned", "baseline"))
         diverged = f"{(~np.isfinite(learned)).sum()}/{learned.size}; {(~np.isfinite(true)).sum()}/{true.size}"
-        rows.append(
-            f"| {c['step']} | {c['baseline'].split(',')[0]} ({len(acc['learned'])} meta-runs) | "
-            f"{mean_std(acc['baseline'], 2, 100)} | {across_runs(acc['learned'])} | {verdict(acc, 100, 2)} | "
-            f"{mean_std(loss['baseline'])} | {across_runs(loss['learned'], 1.0, 4)} | {verdict(loss, 1, 4)} | "
-            f"{diverged} |"
-        )
-    return "\n".join(rows)
+        rows.append([
+            c["step"], f"{c['baseline'].split(',')[0]} ({len(acc['learned'])} meta-runs)",
+            mean_std(acc["baseline"], 2, 100), across_runs(acc["learned"]), verdict(acc, 100, 2),
+            mean_std(loss["baseline"]), across_runs(loss["learned"], 1.0, 4), verdict(loss, 1, 4), diverged,
+        ])  # fmt: skip
+    return markdown_table(header, rows)
 
 
 def _tally(data: dict) -> str:

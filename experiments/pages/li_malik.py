@@ -5,43 +5,38 @@ from __future__ import annotations
 import numpy as np
 
 from experiments.pages import across_runs
+from experiments.pages import markdown_table
 from experiments.pages import mean_std
 from experiments.pages import renderer
 from experiments.pages import verdict
 
 
 def _meta_training(data: dict) -> str:
-    rows = [
-        "| trainer | estimator | outer steps x optimizee steps | meta-loss, first -> last 10 % (per meta-run) "
-        "| skipped steps | seconds per meta-run |",
-        "|---|---|---|---|---|---|",
-    ]
+    header = ["trainer", "estimator", "outer steps x optimizee steps", "meta-loss, first -> last 10 % (per meta-run)",
+              "skipped steps", "seconds per meta-run"]  # fmt: skip
+    rows = []
     for label, records in data["meta_training"].items():
         trainer = data["protocol"]["trainers"][label]
-        losses = ", ".join(f"{r['first_meta_loss']:.3g} -> {r['last_meta_loss']:.3g}" for r in records)
-        rows.append(
-            f"| {label} | `{trainer['estimator']}` | {trainer['outer_steps']} x "
-            f"{trainer['optimizee_steps_per_outer_step']} | {losses} | "
-            f"{', '.join(str(r['skipped_steps']) for r in records)} | "
-            f"{', '.join(format(r['seconds'], '.0f') for r in records)} |"
-        )
-    return "\n".join(rows)
+        rows.append([
+            label, f"`{trainer['estimator']}`",
+            f"{trainer['outer_steps']} x {trainer['optimizee_steps_per_outer_step']}",
+            ", ".join(f"{r['first_meta_loss']:.3g} -> {r['last_meta_loss']:.3g}" for r in records),
+            ", ".join(str(r["skipped_steps"]) for r in records),
+            ", ".join(format(r["seconds"], ".0f") for r in records),
+        ])  # fmt: skip
+    return markdown_table(header, rows)
 
 
 def _tuning(tuned: dict) -> str:
-    rows = [
-        "| baseline | horizon | learning rate | validation loss | validation accuracy (%) |",
-        "|---|---|---|---|---|",
-    ]
+    rows = []
     for label, by_horizon in tuned.items():
         for horizon, t in by_horizon.items():
             pick = next(s for s in t["scores"] if s["learning_rate"] == t["learning_rate"])
             edge = " (on the grid's edge)" if t["on_edge"] else ""
-            rows.append(
-                f"| {label} | {horizon} | {t['learning_rate']:.4g}{edge} | {pick['val_loss']:.4f} | "
-                f"{100 * pick['val_accuracy']:.2f} |"
-            )
-    return "\n".join(rows)
+            rows.append([label, horizon, f"{t['learning_rate']:.4g}{edge}", f"{pick['val_loss']:.4f}",
+                         f"{100 * pick['val_accuracy']:.2f}"])  # fmt: skip
+    header = ["baseline", "horizon", "learning rate", "validation loss", "validation accuracy (%)"]
+    return markdown_table(header, rows)
 
 
 def _train_loss(curve: dict, step: int) -> np.ndarray:
@@ -50,33 +45,30 @@ def _train_loss(curve: dict, step: int) -> np.ndarray:
 
 
 def _comparisons(entry: dict) -> str:
-    rows = [
-        "| step | optimizer | training loss (minibatch) | test loss | test accuracy (%) | loss vs best baseline "
-        "| accuracy vs best baseline (pp) |",
-        "|---|---|---|---|---|---|---|",
-    ]
+    rows = []
     for step in sorted({c["step"] for c in entry["comparisons"]}):
         here = [c for c in entry["comparisons"] if c["step"] == step]
         for c in here:
             loss, acc = c["eval_loss"], c["eval_accuracy"]
             train = np.stack([_train_loss(r, step) for r in entry["curves"]["learned"][c["trainer"]]])
-            rows.append(
-                f"| {step} | {c['trainer']} ({len(loss['learned'])} meta-runs) | {across_runs(train, 1.0, 4)} | "
-                f"{across_runs(loss['learned'], 1.0, 4)} | "
-                f"{across_runs(acc['learned'])} | {verdict(loss, 1, 4)} vs {c['baseline']} | "
-                f"{verdict(acc, 100, 2)} |"
-            )
+            rows.append([
+                step, f"{c['trainer']} ({len(loss['learned'])} meta-runs)", across_runs(train, 1.0, 4),
+                across_runs(loss["learned"], 1.0, 4), across_runs(acc["learned"]),
+                f"{verdict(loss, 1, 4)} vs {c['baseline']}", verdict(acc, 100, 2),
+            ])  # fmt: skip
         for label, by_horizon in entry["curves"]["baselines"].items():
             curve = by_horizon[str(step)]
             column = curve["eval_steps"].index(step)
             loss = np.asarray(curve["eval_loss"], np.float64)[:, column]
             acc = np.asarray(curve["eval_accuracy"], np.float64)[:, column]
             best = " (best on validation)" if label == here[0]["baseline"] else ""
-            rows.append(
-                f"| {step} | {label}, tuned for {step} steps{best} | {mean_std(_train_loss(curve, step))} | "
-                f"{mean_std(loss)} | {mean_std(acc, 2, 100)} | | |"
-            )
-    return "\n".join(rows)
+            rows.append([
+                step, f"{label}, tuned for {step} steps{best}", mean_std(_train_loss(curve, step)), mean_std(loss),
+                mean_std(acc, 2, 100), "", "",
+            ])  # fmt: skip
+    header = ["step", "optimizer", "training loss (minibatch)", "test loss", "test accuracy (%)",
+              "loss vs best baseline", "accuracy vs best baseline (pp)"]  # fmt: skip
+    return markdown_table(header, rows)
 
 
 @renderer("li_malik")

@@ -12,6 +12,7 @@ from l2o_jax.graphs.convert import cell_values
 from l2o_jax.graphs.convert import cells_to_params
 from l2o_jax.graphs.convert import graph_to_params
 from l2o_jax.graphs.convert import neuron_param_values
+from l2o_jax.graphs.convert import node_values
 from l2o_jax.graphs.convert import params_to_graph
 from l2o_jax.graphs.convert import stack_trees
 from l2o_jax.graphs.convert import tree_to_graph_arrays
@@ -58,6 +59,7 @@ __all__ = [
     "graph_to_params",
     "neuron_axes",
     "neuron_param_values",
+    "node_values",
     "node_permutation",
     "params_to_graph",
     "permute_hidden_neurons",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import weakref
 from typing import Sequence
 
 import jax
@@ -72,12 +73,9 @@ def tree_to_graph_arrays(tree, spec: GraphSpec) -> tuple[jax.Array, jax.Array]:
     Example:
       >>> edges, nodes = tree_to_graph_arrays(params, graph_spec(params))
     """
-    leaves = _check_structure(tree, spec)
-    channels = _has_channels(leaves, spec)
-    extra = leaves[spec.layers[0].kernel_leaf].shape[-1:] if channels else ()
-    dtype = jnp.result_type(*[leaves[l.kernel_leaf] for l in spec.layers])
+    leaves, extra, dtype = _leaves_channels_dtype(tree, spec)
     kh, kw = spec.window
-    edge_blocks, node_blocks = [], [jnp.zeros((spec.layers[0].fan_in,) + extra, dtype)]
+    edge_blocks = []
     for layer in spec.layers:
         kernel = _layer_block(leaves, layer, extra)
         h, w = kernel.shape[:2]
@@ -86,9 +84,39 @@ def tree_to_graph_arrays(tree, spec: GraphSpec) -> tuple[jax.Array, jax.Array]:
         kernel = jnp.pad(kernel.astype(dtype), pad)
         kernel = jnp.moveaxis(kernel, (0, 1), (2, 3))  # (in, out, kh, kw[, C])
         edge_blocks.append(kernel.reshape((layer.fan_in * layer.fan_out, kh * kw) + extra))
+    return jnp.concatenate(edge_blocks), _node_values(leaves, spec, extra, dtype)
+
+
+def node_values(tree, spec: GraphSpec) -> jax.Array:
+    """``tree_to_graph_arrays``'s node values alone (the biases), without building the edges.
+
+    Args:
+      tree: as for ``tree_to_graph_arrays``.
+      spec: the architecture's ``GraphSpec``.
+
+    Returns:
+      ``(n_node[, C])``: each neuron's bias, 0 for input neurons and bias-free layers.
+
+    Example:
+      >>> node_values(params, graph_spec(params)).shape   # (n_node,)
+    """
+    leaves, extra, dtype = _leaves_channels_dtype(tree, spec)
+    return _node_values(leaves, spec, extra, dtype)
+
+
+def _node_values(leaves, spec: GraphSpec, extra: tuple, dtype) -> jax.Array:
+    blocks = [jnp.zeros((spec.layers[0].fan_in,) + extra, dtype)]
+    for layer in spec.layers:
         bias = leaves[layer.bias_leaf] if layer.bias_leaf is not None else jnp.zeros((layer.fan_out,) + extra)
-        node_blocks.append(bias.astype(dtype))
-    return jnp.concatenate(edge_blocks), jnp.concatenate(node_blocks)
+        blocks.append(bias.astype(dtype))
+    return jnp.concatenate(blocks)
+
+
+def _leaves_channels_dtype(tree, spec: GraphSpec) -> tuple[list, tuple, jnp.dtype]:
+    """The tree's leaves (structure checked), its trailing channel axis (``()`` or ``(C,)``) and the common dtype."""
+    leaves = _check_structure(tree, spec)
+    extra = leaves[spec.layers[0].kernel_leaf].shape[-1:] if _has_channels(leaves, spec) else ()
+    return leaves, extra, jnp.result_type(*[leaves[layer.kernel_leaf] for layer in spec.layers])
 
 
 def _cell_leaves(spec: GraphSpec) -> list[int]:
@@ -96,10 +124,20 @@ def _cell_leaves(spec: GraphSpec) -> list[int]:
     return [i for layer in spec.layers for i in layer.kernel_leaves + tuple(leaf for leaf, _ in layer.input_tables)]
 
 
+_CELL_SOURCES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
 def _cell_sources(spec: GraphSpec) -> np.ndarray:
     """``int[n_cells]``: for each real cell (``spec.edge_kernel_mask``, edge-major), 1 + its parameter's index in the
     concatenation of the ``_cell_leaves``, or 0 for a window cell with no parameter (an embedding row's edge in a
-    conv layer has only the centre one). Read from ``tree_to_graph_arrays`` itself, so the two layouts agree."""
+    conv layer has only the centre one). Read from ``tree_to_graph_arrays`` itself, so the two layouts agree; kept
+    per spec, as a step reads and writes the cells with it."""
+    if spec not in _CELL_SOURCES:
+        _CELL_SOURCES[spec] = _trace_cell_sources(spec)
+    return _CELL_SOURCES[spec]
+
+
+def _trace_cell_sources(spec: GraphSpec) -> np.ndarray:
     leaves, offset = [np.zeros(shape, np.int32) for shape in spec.leaf_shapes], 1
     for i in _cell_leaves(spec):
         size = int(np.prod(spec.leaf_shapes[i]))
@@ -107,7 +145,7 @@ def _cell_sources(spec: GraphSpec) -> np.ndarray:
         offset += size
     with jax.ensure_compile_time_eval():  # numpy constants, also while a caller is being traced
         edges, _ = tree_to_graph_arrays(jax.tree_util.tree_unflatten(spec.treedef, leaves), spec)
-    return np.asarray(edges).reshape(-1)[np.flatnonzero(spec.edge_kernel_mask)]
+    return np.asarray(edges).reshape(-1)[spec.real_cells]
 
 
 def _take(values: jax.Array, rows: np.ndarray) -> jax.Array:
@@ -126,15 +164,13 @@ def cell_values(tree, spec: GraphSpec) -> jax.Array:
 
     Returns:
       ``(n_cells[, C])`` with ``n_cells = spec.edge_kernel_mask.sum()``: row ``r`` is cell ``real[r] % kernel_size``
-      of edge ``real[r] // kernel_size``, ``real = np.flatnonzero(spec.edge_kernel_mask)``. Gathered straight from
+      of edge ``real[r] // kernel_size``, ``real = spec.real_cells``. Gathered straight from
       the leaves, without building the zero-padded ``(n_edge, kernel_size[, C])`` array.
 
     Example:
       >>> cells = cell_values(features, spec)   # the rows a graph network encodes, one per kernel value
     """
-    leaves = _check_structure(tree, spec)
-    extra = leaves[spec.layers[0].kernel_leaf].shape[-1:] if _has_channels(leaves, spec) else ()
-    dtype = jnp.result_type(*[leaves[l.kernel_leaf] for l in spec.layers])
+    leaves, extra, dtype = _leaves_channels_dtype(tree, spec)
     parts = [jnp.zeros((1,) + extra, dtype)] + [
         leaves[i].reshape((-1,) + extra).astype(dtype) for i in _cell_leaves(spec)
     ]
@@ -177,9 +213,7 @@ def neuron_param_values(tree, spec: GraphSpec) -> jax.Array:
 
 
 def _flat_leaves(tree, spec: GraphSpec, indices) -> jax.Array:
-    leaves = _check_structure(tree, spec)
-    extra = leaves[spec.layers[0].kernel_leaf].shape[-1:] if _has_channels(leaves, spec) else ()
-    dtype = jnp.result_type(*[leaves[l.kernel_leaf] for l in spec.layers])
+    leaves, extra, dtype = _leaves_channels_dtype(tree, spec)
     parts = [leaves[i].reshape((-1,) + extra).astype(dtype) for i in indices]
     return jnp.concatenate(parts) if parts else jnp.zeros((0,) + extra, dtype)
 
@@ -211,7 +245,7 @@ def graph_to_params(edge_values: jax.Array, node_values: jax.Array, spec: GraphS
             f"graph_to_params: got edges {edge_values.shape} and nodes {node_values.shape}, expected "
             f"({spec.n_edge}, {spec.kernel_size}, ...) and ({spec.n_node}, ...) for {spec}."
         )
-    cells = edge_values.reshape((-1,) + extra)[np.flatnonzero(spec.edge_kernel_mask)]
+    cells = edge_values.reshape((-1,) + extra)[spec.real_cells]
     return cells_to_params(cells, node_values, spec, unplaced, neuron_params)
 
 

@@ -154,6 +154,21 @@ class GraphSpec:
         return self.kernel_mask[self.edge_layer - 1]
 
     @property
+    def real_cells(self) -> np.ndarray:
+        """``int64[n_cells]``: flat indices (``edge * kernel_size + cell``) of the real kernel cells, ascending."""
+        return np.flatnonzero(self.edge_kernel_mask)
+
+    @property
+    def message_senders(self) -> np.ndarray:
+        """``int32[n_edge + n_residual]``: the senders of every message, the edges' then the residual connections'."""
+        return np.concatenate([self.senders, self.residual_senders]).astype(np.int32)
+
+    @property
+    def message_receivers(self) -> np.ndarray:
+        """``int32[n_edge + n_residual]``: the receivers, in ``message_senders``' order."""
+        return np.concatenate([self.receivers, self.residual_receivers]).astype(np.int32)
+
+    @property
     def unplaced_size(self) -> int:
         """Number of scalar parameters outside the graph."""
         return int(sum(np.prod(self.leaf_shapes[i]) for i in self.unplaced))

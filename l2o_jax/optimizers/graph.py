@@ -90,7 +90,7 @@ def cell_offsets(spec: graphs.GraphSpec) -> np.ndarray:
     Example:
       >>> cell_offsets(graph_spec(cnn_params))[:9]   # a 3x3 kernel's cells: (-1, -1), (-1, 0), ..., (1, 1)
     """
-    index = np.flatnonzero(spec.edge_kernel_mask) % spec.kernel_size
+    index = spec.real_cells % spec.kernel_size
     height, width = spec.window
     rows, columns = np.divmod(index, width)
     return np.stack([rows - (height - 1) / 2, columns - (width - 1) / 2], -1).astype(np.float32)
@@ -118,14 +118,14 @@ class GraphNet(nn.Module):
             rows, how = flatten_features(feats)
             recurrent, h = CoordinateLSTM(self.recurrent_hidden, 1)(recurrent, rows)
             feats = jax.tree.map(lambda f, r: jnp.concatenate([f, r], -1), feats, unflatten_features(h, how))
-        _, node_x = graphs.tree_to_graph_arrays(feats, spec)
+        node_x = graphs.node_values(feats, spec)
         if probes is not None:
             node_x = jnp.concatenate([node_x, probes.astype(node_x.dtype)], -1)
         d = self.hidden
         cell_encoder = MLP((d,), final_activation=True, name="cell_encoder")
         # Only the real kernel cells are encoded and decoded, as rows: dense edges padded to a 3x3 window, or to an
         # attention layer's three cells, would otherwise cost several times their own work.
-        cell_edge = np.flatnonzero(spec.edge_kernel_mask) // spec.kernel_size  # the edge of each real cell, ascending
+        cell_edge = spec.real_cells // spec.kernel_size  # the edge of each real cell, ascending
         cell_x = graphs.cell_values(feats, spec)
         cells = cell_encoder(cell_x)  # (real cells, d)
         if self.cell_positions:
@@ -155,9 +155,7 @@ class GraphNet(nn.Module):
             # Residual connections are edges without a parameter: encoded from all-zero features.
             residual = cell_encoder(jnp.zeros((1, cell_x.shape[-1]), cell_x.dtype))
             edges = jnp.concatenate([edges, jnp.broadcast_to(residual, (n_residual, d))])
-        senders = np.concatenate([spec.senders, spec.residual_senders])
-        receivers = np.concatenate([spec.receivers, spec.residual_receivers])
-        nodes, edges = self._body()(nodes + g, edges + g, senders, receivers)
+        nodes, edges = self._body()(nodes + g, edges + g, spec.message_senders, spec.message_receivers)
         edges = edges[: spec.n_edge]
         edge_decoder = MLP((d,), final_activation=True, name="edge_decoder")
         edge_output = output_head(2, self.output, "edge_output")
@@ -314,9 +312,7 @@ def degree_normaliser(params_list, **spec_options) -> float:
     logs = []
     for params in params_list:
         spec = graphs.graph_spec(params, **spec_options)
-        senders = np.concatenate([spec.senders, spec.residual_senders])
-        receivers = np.concatenate([spec.receivers, spec.residual_receivers])
-        for ends in (receivers, senders):
+        for ends in (spec.message_receivers, spec.message_senders):
             degree = np.bincount(ends, minlength=spec.n_node)
             logs.append(np.log1p(degree[degree > 0]))
     if not logs:
