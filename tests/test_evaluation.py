@@ -151,6 +151,15 @@ def test_quickstart_pipeline_end_to_end(tmp_path):
     assert "Adam's bias-corrected direction" in text
     assert study.StudyConfig.from_json((tmp_path / "study.json").read_text()).meta_seeds == 2
     assert (study.StudyConfig.meta_seeds, study.StudyConfig.selection_seeds) == (3, 3)
+    assert "whole validation split" in data["protocol"]["selection_rule"]
+
+    # A checkpoint picked under another rule is picked again (from the same checkpoints), the old pick set aside.
+    selection = tmp_path / "graphl2o" / "seed0" / "selection.json"
+    old = {**json.loads(selection.read_text()), "rule": "an older rule", "selected_step": -1}
+    selection.write_text(json.dumps(old))
+    again = study.train_and_select(dataclasses.replace(tiny, meta_seeds=1), tmp_path, progress=False, log=print)
+    assert again["GraphL2O"][0] == {**runs[0], "seconds": again["GraphL2O"][0]["seconds"]}
+    assert json.loads((tmp_path / "graphl2o" / "seed0" / "selection.superseded0.json").read_text()) == old
 
 
 def test_studies_are_data_a_user_can_print_edit_and_override(tmp_path, capsys):

@@ -15,7 +15,8 @@ from l2o_jax.meta.trainer import MetaTrainingDiverged
 from l2o_jax.meta.trainer import _checkpoint_manager
 from l2o_jax.meta.trainer import _read_checkpoint
 from l2o_jax.meta.unroll import UnrollConfig
-from l2o_jax.meta.unroll import fresh_unroll_loss
+from l2o_jax.meta.unroll import init_inner_state
+from l2o_jax.meta.unroll import unroll
 from l2o_jax.optimizers import LearnedOptimizer
 from l2o_jax.optimizers import MetaParams
 from l2o_jax.optimizers import abstract_meta_params
@@ -70,11 +71,29 @@ def load_checkpoint(
     return template.replace(arrays=ocp.tree.deserialize_tree(saved["arrays"], template.arrays))
 
 
+def validation_loss_after(meta_params: MetaParams, task, keys: jax.Array, length: int) -> jax.Array:
+    """``[len(keys)]``: the loss on the validation split (its first ``min(2048, N)`` examples, ``Task.evaluate``) of
+    fresh optimizees, one per key, each trained ``length`` steps by the learned optimizer; the runs are vmapped.
+
+    Example:
+      >>> validation_loss_after(meta_params, image_task('digits', width=16), jax.random.split(key, 3), 500)
+    """
+
+    def one(key):
+        state = init_inner_state(meta_params, task, key, total_steps=length)
+        _, (final, _) = unroll(meta_params, task, state, length, UnrollConfig(meta_loss="final"))
+        return task.evaluate(final.params, "validation")["loss"]
+
+    return jax.vmap(one)(keys)
+
+
 def select_best_checkpoint(
     workdir, learned_optimizer: LearnedOptimizer | None, validation_tasks, *, length: int = 100, seeds: int = 2
 ) -> tuple[int, MetaParams, dict[int, float]]:
     """Scores every checkpoint of a run by the validation loss after ``length`` inner steps (the model selection
-    of Sbicego et al.) and returns ``(best_step, best_meta_params, scores)``.
+    of Sbicego et al.), on each task's whole validation split (up to 2048 examples), mean over ``seeds`` fresh
+    optimizees per task, and returns ``(best_step, best_meta_params, scores)``. A checkpoint with a non-finite
+    score is never picked.
 
     ``learned_optimizer`` is the run's; ``None`` reads it from the run's ``config.json``.
 
@@ -84,13 +103,14 @@ def select_best_checkpoint(
     steps = checkpoint_steps(workdir)
     if not steps:
         raise FileNotFoundError(f"no complete checkpoint in {os.fspath(workdir)}/checkpoints to select from.")
-    config = UnrollConfig(meta_loss="validation")
-    score = jax.jit(lambda arrays, meta, task, key: fresh_unroll_loss(arrays, meta, task, key, length, config))
+    keys = jnp.stack([jax.random.key(1000 + s) for s in range(seeds)])
+    score = jax.jit(
+        lambda arrays, meta, task: validation_loss_after(meta.replace(arrays=arrays), task, keys, length).mean()
+    )
     scores = {}
     for step in steps:
         meta = load_checkpoint(workdir, step, learned_optimizer)
-        values = [score(meta.arrays, meta, t, jax.random.key(1000 + s)) for t in validation_tasks for s in range(seeds)]
-        scores[step] = float(jnp.mean(jnp.stack(values)))
+        scores[step] = float(jnp.mean(jnp.stack([score(meta.arrays, meta, t) for t in validation_tasks])))
     finite = {s: v for s, v in scores.items() if math.isfinite(v)}
     if not finite:
         raise MetaTrainingDiverged(f"no checkpoint in {workdir} gives a finite validation loss: {scores}.")

@@ -266,6 +266,7 @@ def selection_rule(study: StudyConfig) -> str:
     """The checkpoint selection rule in words, as pages state it."""
     task = ", ".join(f"{k}={v}" for k, v in study.selection_task.items())
     return (
-        f"validation loss after {study.selection_length} steps on image_task({task}), mean over "
-        f"{study.selection_seeds} seeds; every checkpoint of each meta-run scored"
+        f"validation loss after {study.selection_length} steps on image_task({task}), on the whole validation "
+        f"split (at most 2048 examples), mean over {study.selection_seeds} seeds; every checkpoint of each "
+        "meta-run scored"
     )

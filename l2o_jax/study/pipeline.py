@@ -48,7 +48,7 @@ def train_and_select(study: StudyConfig, workdir: str, *, progress: bool = True,
     Example:
       >>> selection = train_and_select(preset('quickstart'), 'runs/quickstart')
     """
-    selected = {}
+    selected, rule = {}, selection_rule(study)
     for label, run_config in study.learned_runs().items():
         selected[label] = []
         for index in range(study.meta_seeds):
@@ -71,11 +71,30 @@ def train_and_select(study: StudyConfig, workdir: str, *, progress: bool = True,
                     "meta_seed": seed,
                     "selected_step": step,
                     "validation_loss": {str(k): v for k, v in scores.items()},
+                    "rule": rule,
                     "seconds": round(time.perf_counter() - started, 1),
                 }
 
-            selected[label].append(io.cached_json(os.path.join(run, "selection.json"), train_and_pick))
+            path = os.path.join(run, "selection.json")
+            record = io.cached_json(path, train_and_pick)
+            if record.get("rule") != rule:
+                # Picked under another rule: kept aside (its cost still counts), picked again from the same
+                # checkpoints (meta_train returns at once on a finished run).
+                log(f"{label}, meta-seed {seed}: selected under another rule ({record.get('rule')}); selecting again")
+                _set_aside(path)
+                record = io.cached_json(path, train_and_pick)
+            selected[label].append(record)
     return selected
+
+
+def _set_aside(path: str) -> None:
+    """Renames ``path`` (and its seconds file) to the first free ``<name>.superseded<i>.json``."""
+    stem, index = path.removesuffix(".json"), 0
+    while os.path.exists(f"{stem}.superseded{index}.json"):
+        index += 1
+    for suffix in ("", io.SECONDS_SUFFIX):
+        if os.path.exists(path + suffix):
+            os.replace(path + suffix, f"{stem}.superseded{index}.json{suffix}")
 
 
 def _grid_near(learning_rates: tuple[float, ...], center: float, factor: float) -> tuple[float, ...]:
