@@ -20,6 +20,16 @@ def _figure(figsize: tuple[float, float]):
     return fig, fig.subplots()
 
 
+def _save(fig, ax, title: str, path) -> str:
+    """Titles, grids and legends the axes, writes the figure to ``path`` (PNG) and returns the path."""
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    return os.fspath(path)
+
+
 def plot_curves(
     results: Sequence,
     path: str | os.PathLike,
@@ -52,12 +62,7 @@ def plot_curves(
         ax.axvline(horizon, color="gray", linestyle=":", label="meta-training horizon")
     ax.set_xlabel("step")
     ax.set_ylabel(f"{results[0].split} accuracy (%)" if metric == "accuracy" else f"{results[0].split} loss")
-    ax.set_title(title)
-    ax.grid(alpha=0.3)
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    return os.fspath(path)
+    return _save(fig, ax, title, path)
 
 
 def plot_advantage(
@@ -88,9 +93,4 @@ def plot_advantage(
         ax.axvline(reference, color="gray", ls="--", lw=0.8)
     ax.set_xlabel(xlabel)
     ax.set_ylabel("accuracy advantage over Adam (pp)")
-    ax.set_title(title)
-    ax.grid(alpha=0.3)
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    return os.fspath(path)
+    return _save(fig, ax, title, path)
