@@ -351,9 +351,9 @@ def run_experiment(
     stem, prefix = os.path.join(out, f"{name}_{scale_name}"), f"{name}_{scale_name}_"
 
     def publish(data):
-        data.update(
-            kind=kind, dry_run=args.dry_run, provenance=report.provenance(started, command=command_line(script, argv))
-        )
+        cost = study.study_stage_seconds(protocol, args.workdir)
+        where = report.provenance(started, command=command_line(script, argv), stage_seconds=cost)
+        data.update(kind=kind, dry_run=args.dry_run, provenance=where)
         report.save(data, stem + ".json")
 
     data = study.run_study(

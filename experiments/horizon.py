@@ -36,6 +36,7 @@ from l2o_jax.optimizers import GraphL2O
 from l2o_jax.study import HeldOutTask
 from l2o_jax.study import StudyConfig
 from l2o_jax.study import run_study
+from l2o_jax.study import study_stage_seconds
 from l2o_jax.tasks import TaskFamily
 
 
@@ -127,7 +128,7 @@ def run(
     started = time.perf_counter()
 
     def publish(data):
-        data["provenance"] = report.provenance(started, workdir=workdir)
+        data["provenance"] = report.provenance(started, stage_seconds=study_stage_seconds(study, workdir))
         report.save(data, os.path.join(out, f"{name}_{scale}.json"))
 
     return run_study(

@@ -38,10 +38,17 @@ README = os.path.join(ROOT, "README.md")
 BEGIN, END = "<!-- results:begin -->", "<!-- results:end -->"
 
 
-def provenance(started: float | None = None, *, command: str | None = None, workdir: str | None = None) -> dict:
+def provenance(
+    started: float | None = None,
+    *,
+    command: str | None = None,
+    workdir: str | None = None,
+    stage_seconds: float | None = None,
+) -> dict:
     """What a result's JSON records about how it was made: the exact command, the code version, the machine, the
     wall time since ``started`` (a ``time.perf_counter()`` value) and, with ``workdir``, the compute time of every
-    cached stage there (``l2o_jax.io.stage_seconds``: what the result cost when this run resumed earlier ones).
+    cached stage there (``l2o_jax.io.stage_seconds``: what the result cost when this run resumed earlier ones), or
+    ``stage_seconds`` when given (a study sharing its workdir: ``l2o_jax.study.study_stage_seconds``).
 
     Example:
       >>> started = time.perf_counter()
@@ -70,7 +77,7 @@ def provenance(started: float | None = None, *, command: str | None = None, work
             "devices": [str(d) for d in jax.devices()],
         },
         "seconds": None if started is None else round(time.perf_counter() - started, 1),
-        "stage_seconds": None if workdir is None else io.stage_seconds(workdir),
+        "stage_seconds": stage_seconds if stage_seconds is not None or workdir is None else io.stage_seconds(workdir),
         "finished": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
     }
 

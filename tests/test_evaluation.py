@@ -152,6 +152,11 @@ def test_quickstart_pipeline_end_to_end(tmp_path):
     assert study.StudyConfig.from_json((tmp_path / "study.json").read_text()).meta_seeds == 2
     assert (study.StudyConfig.meta_seeds, study.StudyConfig.selection_seeds) == (3, 3)
     assert "whole validation split" in data["protocol"]["selection_rule"]
+    # A study's cost counts its own stages only, not those of another study sharing the workdir.
+    cost = study.study_stage_seconds(dataclasses.replace(tiny, meta_seeds=2), tmp_path)
+    assert cost > 0 and cost == pytest.approx(l2o_jax.io.stage_seconds(tmp_path), abs=0.2)
+    (tmp_path / "curves" / study.slug(label) / "other-seed0.json.seconds").write_text("100")
+    assert study.study_stage_seconds(dataclasses.replace(tiny, meta_seeds=2), tmp_path) == cost
 
     # A checkpoint picked under another rule is picked again (from the same checkpoints), the old pick set aside.
     selection = tmp_path / "graphl2o" / "seed0" / "selection.json"

@@ -25,6 +25,7 @@ from l2o_jax.study.pipeline import protocol
 from l2o_jax.study.pipeline import run_study
 from l2o_jax.study.pipeline import selected_path
 from l2o_jax.study.pipeline import slug
+from l2o_jax.study.pipeline import study_stage_seconds
 from l2o_jax.study.pipeline import task_result
 from l2o_jax.study.pipeline import train_and_select
 from l2o_jax.study.pipeline import tune_baselines
@@ -49,6 +50,7 @@ __all__ = [
     "selection_rule",
     "slug",
     "task_result",
+    "study_stage_seconds",
     "train_and_select",
     "tune_baselines",
 ]

@@ -97,6 +97,29 @@ def _set_aside(path: str) -> None:
             os.replace(path + suffix, f"{stem}.superseded{index}.json{suffix}")
 
 
+def study_stage_seconds(study: StudyConfig, workdir: str | os.PathLike) -> float:
+    """The compute seconds of this study's own cached stages in ``workdir`` (its learned optimizers' meta-training
+    and selection, its held-out tasks' tuning and curves), over every run that resumed them; stages of other
+    studies sharing the workdir are not counted.
+
+    Example:
+      >>> study_stage_seconds(preset('quickstart'), 'runs/quickstart')  # e.g. 1843.2
+    """
+    workdir = os.fspath(workdir)
+    total = sum(io.stage_seconds(os.path.join(workdir, slug(label))) for label in study.learned_runs())
+    # Held-out stages are files named after their optimizer: ``<label>-seed<i>...`` or ``<baseline>-<horizon>``.
+    prefixes = tuple(f"{slug(label)}-seed" for label in study.learned_runs()) + tuple(f"{b}-" for b in study.baselines)
+    for task in study.tasks():
+        for stage in ("tuning", "curves"):
+            folder = os.path.join(workdir, stage, slug(task.label))
+            names = os.listdir(folder) if os.path.isdir(folder) else []
+            for name in names:
+                if name.startswith(prefixes) and name.endswith(io.SECONDS_SUFFIX):
+                    with open(os.path.join(folder, name)) as f:
+                        total += float(f.read())
+    return round(total, 1)
+
+
 def _grid_near(learning_rates: tuple[float, ...], center: float, factor: float) -> tuple[float, ...]:
     """The learning rates of the grid within ``factor`` of ``center``."""
     return tuple(lr for lr in learning_rates if center / factor * 0.999 <= lr <= center * factor * 1.001)
