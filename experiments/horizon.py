@@ -74,7 +74,9 @@ def smoke_study() -> StudyConfig:
         eval_every=50,
         compare_at=(100, 1000),
         speedup_step=1000,
-        baselines=("adam", "adam_cosine"),
+        # The capped twin is warmup-cosine Adam with the start's update cap: the hand-made optimizer the learned ones
+        # start from, so what meta-training adds is read against it.
+        baselines=("adam", "adam_cosine", "adam_cosine_capped"),
         weight_decays=(0.0,),
     )
 

@@ -11,6 +11,8 @@ import pytest
 from test_meta import LearnedStepSGD
 from test_meta import quadratic
 
+import l2o_jax
+from l2o_jax import evaluation
 from l2o_jax.features import FeatureConfig
 from l2o_jax.features import global_features
 from l2o_jax.meta import PES
@@ -184,3 +186,25 @@ def test_update_cap_bounds_each_weight_tensors_step_relative_to_its_norm_and_kee
     assert all(np.isfinite(g).all() for g in jax.tree.leaves(jax.grad(loss)(capped.arrays)))
     with pytest.raises(ValueError, match="update_cap"):
         OutputConfig(update_cap=0.0)
+
+    # The hand-made twin: the same cap as an optax transform after any optimizer (the capped baseline's last step).
+    tx = optax.chain(optax.sgd(1.0), l2o_jax.optimizers.relative_update_cap(0.05))
+    hand = tx.update(grads, tx.init(params), params)[0]
+    np.testing.assert_allclose(jnp.linalg.norm(hand["Dense_0"]["kernel"]), 0.05 * kernel_norm, rtol=1e-5)
+    chex.assert_trees_all_close(hand["Dense_0"]["bias"], -grads["Dense_0"]["bias"])
+    with pytest.raises(ValueError, match="needs the parameters"):
+        tx.update(grads, tx.init(params))
+    with pytest.raises(ValueError, match="adam_cosine_capped.*pass steps"):
+        evaluation.baseline("adam_cosine_capped", 1e-2)
+
+    def third_step(tx):
+        state = tx.init(params)
+        for _ in range(3):
+            update, state = tx.update(grads, state, params)
+        return float(jnp.linalg.norm(update["Dense_0"]["kernel"]))
+
+    # A huge peak: the uncapped twin steps far beyond the cap, the capped one is held to it.
+    assert third_step(evaluation.baseline("adam_cosine", 10.0, steps=10)) > 0.1 * kernel_norm
+    np.testing.assert_allclose(
+        third_step(evaluation.baseline("adam_cosine_capped", 10.0, steps=10)), 0.1 * kernel_norm, rtol=1e-5
+    )

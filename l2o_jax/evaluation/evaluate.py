@@ -16,6 +16,8 @@ import optax
 from l2o_jax.meta.unroll import init_state
 from l2o_jax.meta.unroll import optax_rule
 from l2o_jax.meta.unroll import rollout
+from l2o_jax.optimizers import RUN_LENGTH_OUTPUT
+from l2o_jax.optimizers import relative_update_cap
 from l2o_jax.optimizers import warmup_cosine
 
 #: The default grid of the tuned baselines: learning rates a factor 2 apart from 1e-4 to ~0.1, so that the
@@ -170,6 +172,14 @@ def _adam_cosine(learning_rate, weight_decay, steps: int) -> optax.GradientTrans
     return optax.adamw(lambda count: learning_rate * warmup_cosine(count, steps), weight_decay=weight_decay)
 
 
+def _adam_cosine_capped(learning_rate, weight_decay, steps: int) -> optax.GradientTransformation:
+    """``_adam_cosine`` with the learned optimizers' start's update cap (``RUN_LENGTH_OUTPUT.update_cap``): the
+    hand-made twin of the start they are meta-trained from."""
+    return optax.chain(
+        _adam_cosine(learning_rate, weight_decay, steps), relative_update_cap(RUN_LENGTH_OUTPUT.update_cap)
+    )
+
+
 #: The hand-made baselines: ``(learning_rate, weight_decay, steps) -> optax transform``; ``steps`` is the
 #: horizon, which only the scheduled ones use.
 BASELINES = {
@@ -179,15 +189,17 @@ BASELINES = {
     "sgd": lambda lr, wd, steps: optax.chain(optax.add_decayed_weights(wd), optax.sgd(lr)),
     "adagrad": lambda lr, wd, steps: optax.chain(optax.add_decayed_weights(wd), optax.adagrad(lr)),
     "adam_cosine": _adam_cosine,
+    "adam_cosine_capped": _adam_cosine_capped,
 }
-SCHEDULED_BASELINES = ("adam_cosine",)
+SCHEDULED_BASELINES = ("adam_cosine", "adam_cosine_capped")
 
 
 def baseline(
     name: str, learning_rate: float, weight_decay: float = 0.0, *, steps: int | None = None
 ) -> optax.GradientTransformation:
     """A hand-made baseline by name: ``'adam'`` (AdamW), ``'rmsprop'``, ``'sgd_momentum'`` (momentum 0.9), ``'sgd'``,
-    ``'adagrad'`` or ``'adam_cosine'`` (AdamW, 5 % linear warmup, cosine decay to 0 at ``steps``, which it needs).
+    ``'adagrad'``, ``'adam_cosine'`` (AdamW, 5 % linear warmup, cosine decay to 0 at ``steps``, which it needs) or
+    ``'adam_cosine_capped'`` (the same with each weight tensor's step capped at 0.1 times its norm).
 
     Example:
       >>> tx = baseline('adam', 1e-3, 1e-5)

@@ -13,6 +13,7 @@ from l2o_jax.optimizers.base import OutputConfig
 from l2o_jax.optimizers.base import cap_relative_updates
 from l2o_jax.optimizers.base import check_meta_params
 from l2o_jax.optimizers.base import learned_transform
+from l2o_jax.optimizers.base import relative_update_cap
 from l2o_jax.optimizers.base import tiny_mlp_params
 from l2o_jax.optimizers.graph import GraphL2O
 from l2o_jax.optimizers.graph import RecurrentGraphL2O
@@ -49,6 +50,7 @@ __all__ = [
     "OutputConfig",
     "RUN_LENGTH_OUTPUT",
     "cap_relative_updates",
+    "relative_update_cap",
     "degree_normaliser",
     "RecurrentGraphL2O",
     "ScaleGraphL2O",

@@ -401,6 +401,25 @@ def cap_relative_updates(updates, params, cap: float):
     return jax.tree.map(one, updates, params)
 
 
+def relative_update_cap(cap: float) -> optax.GradientTransformation:
+    """An optax transform that caps each weight tensor's step at ``cap`` times its parameter's norm
+    (``cap_relative_updates``); put it last in a chain, after the learning rate. It gives a hand-made optimizer the
+    update cap that ``OutputConfig(update_cap=...)`` gives the learned ones.
+
+    Example:
+      >>> tx = optax.chain(optax.adamw(1e-2), relative_update_cap(0.1))
+    """
+    if not cap > 0:
+        raise ValueError(f"relative_update_cap: cap must be > 0, got {cap}.")
+
+    def update(updates, state, params=None):
+        if params is None:
+            raise ValueError("relative_update_cap needs the parameters: call update(updates, state, params).")
+        return cap_relative_updates(updates, params, cap), state
+
+    return optax.GradientTransformation(lambda params: optax.EmptyState(), update)
+
+
 def _in_units(units, params, grads, features: FeatureState):
     """Parameters, gradients and feature statistics in the units ``units`` (see ``LearnedOptimizer.step_frame``)."""
     times = lambda x, u: x * u.astype(jnp.float32)
