@@ -63,7 +63,8 @@ def test_grids_are_fine_and_seed_000s_grid_is_kept_under_its_name():
 
 
 def test_baselines_include_momentum_sgd_and_warmup_cosine_adam():
-    assert set(evaluation.BASELINES) == {"adam", "rmsprop", "sgd_momentum", "sgd", "adagrad", "adam_cosine"}
+    expected = {"adam", "rmsprop", "sgd_momentum", "sgd", "adagrad", "adam_cosine", "adam_cosine_capped"}
+    assert set(evaluation.BASELINES) == expected
     with pytest.raises(ValueError, match="pass steps="):
         evaluation.baseline("adam_cosine", 1e-2)
     steps, params = 40, {"w": np.ones(3, np.float32)}
