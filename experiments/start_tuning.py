@@ -20,7 +20,7 @@ import numpy as np
 import optax
 
 from l2o_jax.evaluation import training_run
-from l2o_jax.optimizers import cap_relative_updates
+from l2o_jax.optimizers import relative_update_cap
 from l2o_jax.optimizers import warmup_cosine
 from l2o_jax.tasks import image_task
 
@@ -32,11 +32,7 @@ HORIZONS = (100, 1000)
 
 def capped_adam(peak, cap, steps: int) -> optax.GradientTransformation:
     """Warmup-cosine Adam at ``peak`` with every weight tensor's step capped at ``cap`` times its norm (traced)."""
-    adam = optax.adam(lambda count: peak * warmup_cosine(count, steps))
-    capping = optax.GradientTransformation(
-        lambda params: optax.EmptyState(), lambda u, s, p: (cap_relative_updates(u, p, cap), s)
-    )
-    return optax.chain(adam, capping)
+    return optax.chain(optax.adam(lambda count: peak * warmup_cosine(count, steps)), relative_update_cap(cap))
 
 
 def scores(width: int = 8, seeds: int = 3) -> dict:

@@ -401,7 +401,7 @@ def cap_relative_updates(updates, params, cap: float):
     return jax.tree.map(one, updates, params)
 
 
-def relative_update_cap(cap: float) -> optax.GradientTransformation:
+def relative_update_cap(cap: float | jax.Array) -> optax.GradientTransformation:
     """An optax transform that caps each weight tensor's step at ``cap`` times its parameter's norm
     (``cap_relative_updates``); put it last in a chain, after the learning rate. It gives a hand-made optimizer the
     update cap that ``OutputConfig(update_cap=...)`` gives the learned ones.
@@ -409,7 +409,7 @@ def relative_update_cap(cap: float) -> optax.GradientTransformation:
     Example:
       >>> tx = optax.chain(optax.adamw(1e-2), relative_update_cap(0.1))
     """
-    if not cap > 0:
+    if isinstance(cap, (int, float)) and not cap > 0:  # a traced cap (a tuning grid under vmap) is not checked
         raise ValueError(f"relative_update_cap: cap must be > 0, got {cap}.")
 
     def update(updates, state, params=None):
