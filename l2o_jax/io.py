@@ -298,17 +298,19 @@ def cached_json(path: str | os.PathLike, compute):
     return value
 
 
-def stage_seconds(directory: str | os.PathLike) -> float:
+def stage_seconds(directory: str | os.PathLike, prefixes: tuple[str, ...] = ("",)) -> float:
     """The seconds every ``cached_json`` stage under ``directory`` took to compute, added up: a study's cost even
-    when its last run only read its stages back (stages cached before their times were recorded count 0).
+    when its last run only read its stages back (stages cached before their times were recorded count 0). With
+    ``prefixes``, only stages whose file name starts with one of them count.
 
     Example:
       >>> stage_seconds('runs/horizon_smoke')  # e.g. 5120.3
+      >>> stage_seconds('runs/horizon_smoke/tuning', prefixes=('adam-',))  # e.g. 310.6
     """
     total = 0.0
     for root, _, files in os.walk(os.fspath(directory)):
         for name in files:
-            if name.endswith(SECONDS_SUFFIX):
+            if name.endswith(SECONDS_SUFFIX) and name.startswith(prefixes):
                 with open(os.path.join(root, name)) as f:
                     total += float(f.read())
     return round(total, 1)

@@ -143,3 +143,4 @@ def test_cached_stages_are_computed_once_and_their_compute_time_adds_up(tmp_path
     assert calls == [1, 2]
     assert io.stage_seconds(tmp_path) == 3.0
     assert io.stage_seconds(tmp_path / "sub") == 0.5
+    assert io.stage_seconds(tmp_path, prefixes=("b",)) == 0.5

@@ -111,12 +111,7 @@ def study_stage_seconds(study: StudyConfig, workdir: str | os.PathLike) -> float
     prefixes = tuple(f"{slug(label)}-seed" for label in study.learned_runs()) + tuple(f"{b}-" for b in study.baselines)
     for task in study.tasks():
         for stage in ("tuning", "curves"):
-            folder = os.path.join(workdir, stage, slug(task.label))
-            names = os.listdir(folder) if os.path.isdir(folder) else []
-            for name in names:
-                if name.startswith(prefixes) and name.endswith(io.SECONDS_SUFFIX):
-                    with open(os.path.join(folder, name)) as f:
-                        total += float(f.read())
+            total += io.stage_seconds(os.path.join(workdir, stage, slug(task.label)), prefixes)
     return round(total, 1)
 
 
