@@ -137,6 +137,21 @@ def _cell_sources(spec: GraphSpec) -> np.ndarray:
     return _CELL_SOURCES[spec]
 
 
+_CELL_ROWS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def _cell_rows(spec: GraphSpec) -> np.ndarray:
+    """``int[n_kernel_parameters]``: the cell row that holds each parameter of the ``_cell_leaves``' concatenation
+    (``_cell_sources`` inverted); kept per spec."""
+    if spec not in _CELL_ROWS:
+        sources = _cell_sources(spec)
+        held = np.flatnonzero(sources)  # the rows that hold a parameter, each exactly one
+        rows = np.empty(len(held), np.int64)
+        rows[sources[held] - 1] = held
+        _CELL_ROWS[spec] = rows
+    return _CELL_ROWS[spec]
+
+
 def _trace_cell_sources(spec: GraphSpec) -> np.ndarray:
     leaves, offset = [np.zeros(shape, np.int32) for shape in spec.leaf_shapes], 1
     for i in _cell_leaves(spec):
@@ -278,10 +293,7 @@ def cells_to_params(cell_values: jax.Array, node_values: jax.Array, spec: GraphS
             f"graph_to_params: {spec} has neuron parameters; pass their values as neuron_params= of shape "
             f"{(spec.neuron_param_size,) + extra}, got {got}."
         )
-    held = np.flatnonzero(sources)  # the rows that hold a parameter, each exactly one
-    row_of = np.empty(len(held), np.int64)
-    row_of[sources[held] - 1] = held
-    kernels = _take(cell_values, row_of)
+    kernels = _take(cell_values, _cell_rows(spec))
     leaves = [None] * len(spec.leaf_shapes)
     _fill_leaves(leaves, spec, _cell_leaves(spec), kernels, extra)
     node_off = spec.node_offsets

@@ -119,8 +119,9 @@ def graph_spec(
         groups = _group_layers(paths, shapes, unplaced, strict)
         layers = _place_layers(_order_layers(groups, order, unplaced, strict), groups, shapes, unplaced, strict)
     else:
-        read = _read_layers(apply_fn, params, example_input, paths, shapes, order, unplaced, strict)
-        layers, pairs, neuron_params, read = read
+        layers, pairs, neuron_params, read = _read_layers(
+            apply_fn, params, example_input, paths, shapes, order, unplaced, strict
+        )
         if strict and unplaced:
             raise ValueError(unplaced[min(unplaced)])
     if not layers:

@@ -4,6 +4,7 @@ neurons, and the warning for parameters the graph cannot place (built by ``l2o_j
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import Any
 from typing import Sequence
 
@@ -153,7 +154,7 @@ class GraphSpec:
         """``bool[n_edge, kernel_size]``: real (not padding) kernel cells of every edge."""
         return self.kernel_mask[self.edge_layer - 1]
 
-    @property
+    @functools.cached_property  # read by every step; the spec is immutable
     def real_cells(self) -> np.ndarray:
         """``int64[n_cells]``: flat indices (``edge * kernel_size + cell``) of the real kernel cells, ascending."""
         return np.flatnonzero(self.edge_kernel_mask)

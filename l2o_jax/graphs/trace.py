@@ -132,7 +132,7 @@ class _Walk:
             return neurons[0][1][0], True
         values = [m for _, (m, stat) in neurons if not stat]
         marks = frozenset().union(*(values or [m for _, (m, _) in neurons]))
-        if name == "mul" and len(values) > 1 or name == "div" and len(values) > 1:
+        if name in ("mul", "div") and len(values) > 1:
             marks |= {"mul"}
         elif name not in _NEUTRAL:
             marks |= {_MARKS.get(name, name)}
