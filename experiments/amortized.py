@@ -485,9 +485,7 @@ def main(argv=None) -> int:
     name = f'{args.scale}_dry_run' if args.dry_run else args.scale
     out = args.out or ('runs/dry_run' if args.dry_run else report.RESULTS)
     workdir = args.workdir or os.path.join('runs', 'amortized', name)
-    if not jax.config.jax_compilation_cache_dir:
-        # Compiled programs are kept beside the cached stages, so a resumed run does not compile them again.
-        jax.config.update('jax_compilation_cache_dir', os.path.join(workdir, 'jax_cache'))
+    io.use_compilation_cache(os.path.join(workdir, 'jax_cache'))
     started = time.perf_counter()
     try:
         amortized.load_zoo_dataset(config['dataset'], data_dir=args.data_dir, download=args.download)

@@ -19,6 +19,7 @@ import numpy as np
 import report
 
 from l2o_jax import evaluation
+from l2o_jax import io
 from l2o_jax import study
 from l2o_jax.meta import FullUnrollBPTT
 from l2o_jax.meta import MetaTrainConfig
@@ -342,6 +343,7 @@ def run_experiment(
         add_arguments(parser)
     args = parser.parse_args(argv)
     scale, protocol = configure(args)
+    io.use_compilation_cache(os.path.join(args.workdir, "jax_cache"))
     protocol = dataclasses.replace(protocol, learned=learned_configs(args.optimizers, scale))
     main_task = held_out_task(task_label(protocol.eval_task), protocol, protocol.eval_task, protocol.eval_steps)
     tasks = held_out(protocol, scale, args) if held_out else (main_task,)

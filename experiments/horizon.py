@@ -27,6 +27,7 @@ import os
 import time
 
 from experiments import report
+from l2o_jax import io
 from l2o_jax.features import RUN_LENGTH_FEATURES
 from l2o_jax.meta import MetaTrainConfig
 from l2o_jax.meta import long_horizon_estimator
@@ -164,6 +165,7 @@ def main(argv=None, *, studies=None, name: str = "horizon", title: str | None = 
             parser.error(f"unknown learned optimizers {unknown}; the study has {sorted(study.learned)}")
         study = dataclasses.replace(study, learned={k: v for k, v in study.learned.items() if k in args.learned})
     titled = {} if title is None else {"title": title}
+    io.use_compilation_cache(os.path.join(args.workdir, "jax_cache"))
     return run(study, args.workdir, out, args.scale, progress=not args.no_progress, name=name, **titled)
 
 

@@ -20,6 +20,7 @@ import dataclasses
 import os
 import sys
 
+from l2o_jax import io
 from l2o_jax import study
 
 
@@ -85,6 +86,7 @@ def _run(config: study.StudyConfig, args) -> None:
     config = config.with_overrides(**_overrides(args))
     print(f"l2o-jax: running the {args.config} study", flush=True)
     print(config.to_json(), flush=True)
+    io.use_compilation_cache(os.path.join(args.workdir, "jax_cache"))  # a resumed study does not compile again
     study.run_study(config, args.workdir, title=f"The {args.config} study", progress=not args.no_progress)
     with open(f"{args.workdir}/results.md") as f:
         print("\n" + f.read())

@@ -144,3 +144,13 @@ def test_cached_stages_are_computed_once_and_their_compute_time_adds_up(tmp_path
     assert io.stage_seconds(tmp_path) == 3.0
     assert io.stage_seconds(tmp_path / "sub") == 0.5
     assert io.stage_seconds(tmp_path, prefixes=("b",)) == 0.5
+
+
+def test_compilation_cache_is_set_once_and_an_existing_one_wins(tmp_path):
+    before = jax.config.jax_compilation_cache_dir
+    try:
+        jax.config.update("jax_compilation_cache_dir", None)
+        assert io.use_compilation_cache(tmp_path / "a") == str(tmp_path / "a")
+        assert io.use_compilation_cache(tmp_path / "b") == str(tmp_path / "a")
+    finally:
+        jax.config.update("jax_compilation_cache_dir", before)
