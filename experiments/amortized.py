@@ -31,6 +31,7 @@ import numpy as np
 from experiments import report
 from l2o_jax import amortized
 from l2o_jax import evaluation
+from l2o_jax import graphs
 from l2o_jax import io
 from l2o_jax.tasks import DatasetUnavailableError
 
@@ -278,6 +279,47 @@ def metanet_comparisons(result: dict) -> dict:
     }
 
 
+def reparametrised_entry(config: dict, zoo: amortized.Zoo, workdir: str, progress: bool) -> dict:
+    """Each variant's test accuracy when every test member first moves to a random point of its symmetry orbit
+    (``graphs.random_hidden_scaling``: sign flips for tanh, rescalings by up to e either way for ReLU): the same
+    functions, other parameters. ScaleGMN-B gives the same networks by construction; how far GMN-B moves says
+    whether it learned the symmetry from the zoo's data."""
+    test = zoo.split('test')
+    task = zoo.task(train_config(config, zoo.config.model).batch_size)
+    group = amortized.ACTIVATION_SYMMETRY[zoo.config.activation]
+    keys = jax.random.split(jax.random.key(2024), len(test))
+    moved = jax.vmap(lambda p, k: graphs.random_hidden_scaling(p, zoo.spec, k, group))(test.params, keys)
+    initial = amortized.evaluate_stack(task, test.params, 'test')['accuracy']
+    initial_moved = amortized.evaluate_stack(task, moved, 'test')['accuracy']
+    if not np.allclose(initial, initial_moved, atol=1e-6):
+        raise RuntimeError(f'the {group} transform changed the test members\' accuracy on {zoo.config}')
+    entry = {'group': group, 'log_range': 1.0 if group == 'scale' else None}
+    per_variant = {}
+    for variant in VARIANTS:
+        original, shifted = [], []
+        for seed in range(config['seeds']):
+            meta_params, _, _ = metanet_run(config, zoo, variant, seed, workdir, progress)
+            finetuned = jax.vmap(amortized.finetune, in_axes=(None, 0))
+            original.append(amortized.evaluate_stack(task, finetuned(meta_params, test.params), 'test')['accuracy'])
+            shifted.append(amortized.evaluate_stack(task, finetuned(meta_params, moved), 'test')['accuracy'])
+        per_variant[variant] = np.stack(shifted)
+        entry[variant] = {**summary(per_variant[variant]), 'vs_original': comparison(shifted, np.stack(original))}
+    entry['scalegmn_vs_gmn'] = comparison(per_variant['scalegmn'], per_variant['gmn'])
+    return entry
+
+
+def zoo_reparametrised(
+    config: dict, model: str, activation: str, workdir: str, data_dir: str | None, progress: bool
+) -> dict:
+    """``reparametrised_entry`` for one zoo, cached in ``workdir/results``."""
+    name = zoo_name(config, model, activation)
+    zoo_cfg = zoo_config(config, model, activation, data_dir)
+    key = stage_key(zoo_cfg, config['metanet'], train_config(config, model), config['seeds'])
+    zoo, _ = io.cached_zoo(os.path.join(workdir, 'zoos', name), zoo_cfg, progress=progress)
+    path = os.path.join(workdir, 'results', f'{name}-reparametrised-{key}.json')
+    return io.cached_json(path, lambda: reparametrised_entry(config, zoo, workdir, progress))
+
+
 def study_zoo(config: dict, model: str, activation: str, workdir: str, data_dir: str | None, progress: bool) -> dict:
     """One zoo's results, cached in ``workdir/results/<zoo>.json``."""
     name = zoo_name(config, model, activation)
@@ -458,6 +500,13 @@ def longer_training(config: dict, workdir: str, data_dir: str | None, progress: 
     return result
 
 
+def compute_seconds(zoos: dict, workdir: str) -> float:
+    """What the study cost over every invocation that resumed it: the metanetworks' training (recorded with their
+    checkpoints) and the cached baseline and re-parametrisation stages (``io.stage_seconds``)."""
+    training = sum(r['train_seconds'] for z in zoos.values() for v in VARIANTS for r in z[v]['runs'])
+    return round(training + io.stage_seconds(workdir), 1)
+
+
 def run(config: dict, models, activations, workdir: str, data_dir: str | None, progress: bool) -> dict:
     """Every zoo's results, by zoo name, with the metanetworks' entries (``scalegmn``, ``gmn``) at the top level."""
     zoos = {}
@@ -465,6 +514,7 @@ def run(config: dict, models, activations, workdir: str, data_dir: str | None, p
         for activation in activations:
             result = dict(study_zoo(config, model, activation, workdir, data_dir, progress))
             metanets = result.pop('metanets')
+            result['reparametrised'] = zoo_reparametrised(config, model, activation, workdir, data_dir, progress)
             zoos[zoo_name(config, model, activation)] = {**result, **metanets}
     return zoos
 
@@ -508,7 +558,7 @@ def main(argv=None) -> int:
             if config.get('longer') and config['longer']['zoo'] in zoos
             else None
         ),
-        'provenance': report.provenance(started),
+        'provenance': report.provenance(started, stage_seconds=compute_seconds(zoos, workdir)),
     }
     page = report.save(data, os.path.join(out, f'amortized_{name}.json'))
     print(page)

@@ -12,7 +12,7 @@ from l2o_jax import amortized
 from l2o_jax import cli
 from l2o_jax import io
 from l2o_jax.graphs import permute_hidden_neurons
-from l2o_jax.graphs import scale_hidden_neurons
+from l2o_jax.graphs import random_hidden_scaling
 from l2o_jax.tasks import MLPClassifier
 from l2o_jax.tasks import image_task
 
@@ -39,21 +39,7 @@ def _rel_error(a, b):
 
 def _function_preserving_scaling(spec, activation, key):
     """Sign flips (tanh) or positive rescalings (ReLU) of every hidden neuron, as a params -> params map."""
-
-    def draw(width, k):
-        if activation == 'tanh':
-            return jnp.where(jax.random.bernoulli(k, 0.5, (width,)), -1.0, 1.0)
-        return jnp.exp(jax.random.uniform(k, (width,), minval=-1.0, maxval=1.0))
-
-    hidden = range(1, len(spec.layers))
-    scales = {l: draw(spec.widths[l], k) for l, k in zip(hidden, jax.random.split(key, len(hidden)))}
-
-    def transform(params):
-        for layer, q in scales.items():
-            params = scale_hidden_neurons(params, spec, layer, q)
-        return params
-
-    return transform
+    return lambda params: random_hidden_scaling(params, spec, key, amortized.ACTIVATION_SYMMETRY[activation])
 
 
 @pytest.mark.parametrize('model,activation', ARCHITECTURES)

@@ -184,6 +184,12 @@ def test_permutation_and_scaling_preserve_function():
     np.testing.assert_allclose(model.apply(graphs.scale_hidden_neurons(params, spec, 2, q), x), out, atol=1e-4)
     with pytest.raises(ValueError, match="hidden layer"):
         graphs.permute_hidden_neurons(params, spec, 0, perm)
+    moved = graphs.random_hidden_scaling(params, spec, jax.random.key(5), "scale")  # every hidden layer at once
+    np.testing.assert_allclose(model.apply(moved, x), out, atol=1e-4)
+    kernels = [i for layer in spec.layers for i in layer.kernel_leaves]  # (the biases start at zero)
+    assert all(not np.allclose(jax.tree.leaves(moved)[i], jax.tree.leaves(params)[i]) for i in kernels)
+    with pytest.raises(ValueError, match="group must be 'sign' or 'scale'"):
+        graphs.random_hidden_scaling(params, spec, jax.random.key(5), "rotation")
 
 
 def test_metadata_marks_inputs_outputs_and_activations():

@@ -154,6 +154,14 @@ def test_amortized_trains_scalegmn_on_a_grey_cifar10_cnn_zoo(scripts, tmp_path):
     entries = [zoo[k] for k in ("initial", "scalegmn", "gmn", "sgd_same_time", "adam_same_time")]
     assert all(math.isfinite(e["accuracy"]) for e in entries) and len(zoo["gmn"]["per_seed"]) == 2
     assert (tmp_path / "amortized_paper_dry_run.md").read_text().count("ScaleGMN-B") > 3
+    # Rescaled test members: ScaleGMN-B gives the same networks (the same accuracy), whatever GMN-B does.
+    moved = zoo["reparametrised"]
+    assert moved["group"] == "scale" and abs(moved["scalegmn"]["vs_original"]["mean_difference"]) < 1e-3
+    assert math.isfinite(moved["gmn"]["accuracy"]) and moved["scalegmn_vs_gmn"]["verdict"] in (
+        "beats",
+        "ties",
+        "loses to",
+    )
 
 
 def test_meta_train_paper_preset_dry_run_from_the_command_line(scripts, tmp_path, capsys):

@@ -35,6 +35,7 @@ from l2o_jax.graphs.spec import graph_spec
 from l2o_jax.graphs.symmetry import edge_permutation
 from l2o_jax.graphs.symmetry import node_permutation
 from l2o_jax.graphs.symmetry import permute_hidden_neurons
+from l2o_jax.graphs.symmetry import random_hidden_scaling
 from l2o_jax.graphs.symmetry import scale_hidden_neurons
 
 __all__ = [
@@ -63,6 +64,7 @@ __all__ = [
     "node_permutation",
     "params_to_graph",
     "permute_hidden_neurons",
+    "random_hidden_scaling",
     "record_forward",
     "scale_hidden_neurons",
     "shifted_matmul_conv",

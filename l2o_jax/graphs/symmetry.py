@@ -79,6 +79,29 @@ def scale_hidden_neurons(params, spec: GraphSpec, layer: int, scale) -> object:
     )
 
 
+def random_hidden_scaling(params, spec: GraphSpec, key: jax.Array, group: str, log_range: float = 1.0) -> object:
+    """Every hidden neuron of a plain chain (no residual connections) flipped in sign at random (``group='sign'``:
+    the same function for odd activations such as tanh) or rescaled by ``exp(u)``, ``u ~ U(-log_range,
+    log_range)`` (``group='scale'``: the same function for ReLU): one random point of the network's symmetry orbit.
+    Pure in ``params`` and ``key``, so it can be vmapped over a zoo.
+
+    Example:
+      >>> moved = random_hidden_scaling(params, spec, jax.random.key(0), 'sign')
+    """
+    if group not in ("sign", "scale"):
+        raise ValueError(f"random_hidden_scaling: group must be 'sign' or 'scale', got {group!r}.")
+    if len(spec.residual_senders):
+        raise ValueError("random_hidden_scaling: a network with residual connections has no per-layer scaling.")
+    for layer, k in zip(range(1, len(spec.layers)), jax.random.split(key, max(len(spec.layers) - 1, 1))):
+        width = spec.widths[layer]
+        if group == "sign":
+            scale = jnp.where(jax.random.bernoulli(k, 0.5, (width,)), -1.0, 1.0)
+        else:
+            scale = jnp.exp(jax.random.uniform(k, (width,), minval=-log_range, maxval=log_range))
+        params = scale_hidden_neurons(params, spec, layer, scale)
+    return params
+
+
 def node_permutation(spec: GraphSpec, layer: int, perm) -> np.ndarray:
     """The node relabelling that goes with ``permute_hidden_neurons(params, spec, layer, perm)``.
 
