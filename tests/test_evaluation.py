@@ -1,6 +1,7 @@
 """Evaluation over seeds, baseline tuning, reports, and the end-to-end study behind `l2o-jax quickstart`."""
 
 import dataclasses
+import importlib
 import json
 import os
 
@@ -34,7 +35,7 @@ def test_evaluate_records_curves_over_seeds(task):
         evaluation.evaluate(optax.adam(1e-2), task, steps=15, seeds=1, eval_every=10)
 
 
-def test_tuning_prefers_the_learning_rate_that_trains_and_records_its_rule(task):
+def test_tuning_prefers_the_learning_rate_that_trains_and_records_its_rule(task, monkeypatch):
     tuned = evaluation.tune_baseline("adam", task, steps=60, learning_rates=(1e-6, 1e-2, 10.0), weight_decays=(0.0,))
     assert tuned.learning_rate == 1e-2 and not tuned.on_edge
     by_lr = {s["learning_rate"]: s for s in tuned.scores}
@@ -46,6 +47,17 @@ def test_tuning_prefers_the_learning_rate_that_trains_and_records_its_rule(task)
     assert tuned.selection == f"validation loss at step 60, mean over 3 seeds, {validation} validation examples"
     edge = evaluation.tune_baseline("adam", task, steps=60, learning_rates=(1e-6, 1e-2), weight_decays=(0.0,), seeds=1)
     assert edge.learning_rate == 1e-2 and edge.on_edge and "on the grid's edge" in edge.label
+    trained = []  # a widened search trains only its new point and keeps the earlier scores
+    module = importlib.import_module("l2o_jax.evaluation.evaluate")  # (the package's `evaluate` is the function)
+    grid_scores = module._grid_scores
+    monkeypatch.setattr(module, "_grid_scores", lambda *a: trained.append(a[3]) or grid_scores(*a))
+    wider = evaluation.tune_baseline(
+        "adam", task, steps=60, learning_rates=(1e-2, 10.0), weight_decays=(0.0,), seeds=1, previous=edge
+    )
+    assert trained == [[(10.0, 0.0)]] and wider.learning_rate == 1e-2 and not wider.on_edge
+    assert wider.scores[:2] == edge.scores and [s["learning_rate"] for s in wider.scores] == [1e-6, 1e-2, 10.0]
+    with pytest.raises(ValueError, match="previous= is a search of 'adam' over 60 steps"):
+        evaluation.tune_baseline("adam", task, steps=30, seeds=1, previous=edge)
     with pytest.raises(ValueError, match="unknown baseline"):
         evaluation.tune_baseline("lamb", task, steps=20)
     with pytest.raises(ValueError, match="too few validation examples"):

@@ -266,6 +266,7 @@ def tune_baseline(
     weight_decays=FINE_WEIGHT_DECAYS,
     max_eval_examples: int = 4096,
     select_by: str = "loss",
+    previous: TuningResult | None = None,
 ) -> TuningResult:
     """Grid search of a baseline's learning rate x weight decay on ``task``'s validation split at the horizon.
 
@@ -282,6 +283,8 @@ def tune_baseline(
       learning_rates, weight_decays: the grid (default: the fine grid; ``KOFINAS_*`` is Sbicego et al.'s).
       max_eval_examples: validation examples scored.
       select_by: ``'loss'`` (lowest mean validation loss) or ``'accuracy'`` (highest; ties: loss).
+      previous: an earlier search of the same baseline on the same task, horizon and seeds, to extend (a grid
+        widened past its edge): its points are not trained again, and the pick is the best of both grids.
 
     Returns:
       ``TuningResult``; non-finite grid points are never picked.
@@ -290,11 +293,22 @@ def tune_baseline(
       >>> tuned = tune_baseline('adam', image_task('digits', width=32), steps=200)
       >>> tuned.on_edge, tuned.selection
       >>> result = evaluate(tuned.optimizer(), task, 200, name=tuned.label)
+      >>> wider = tune_baseline('adam', task, 200, learning_rates=(0.2048, 0.4096), previous=tuned)
     """
     if name not in BASELINES:
         raise ValueError(f"unknown baseline {name!r}; available: {sorted(BASELINES)}.")
     if select_by not in ("loss", "accuracy"):
         raise ValueError(f"select_by must be 'loss' or 'accuracy', got {select_by!r}.")
+    if previous is not None and (previous.name, previous.steps, previous.seeds, previous.select_by) != (
+        name,
+        steps,
+        seeds,
+        select_by,
+    ):
+        raise ValueError(
+            f"tune_baseline: previous= is a search of {previous.name!r} over {previous.steps} steps, "
+            f"{previous.seeds} seeds, by {previous.select_by}; this one is {name!r}, {steps}, {seeds}, {select_by}."
+        )
     available = task.data.split("validation")[0].shape[0]
     examples = min(max_eval_examples, available)
     if examples < min(MIN_VALIDATION_EXAMPLES, available):
@@ -302,7 +316,34 @@ def tune_baseline(
             f"max_eval_examples={max_eval_examples} scores too few validation examples: tuning scores at least "
             f"{MIN_VALIDATION_EXAMPLES} (or the whole split, {available})."
         )
-    grid = list(itertools.product(learning_rates, weight_decays))
+    scored = [] if previous is None else list(previous.scores)
+    done = {(s["learning_rate"], s["weight_decay"]) for s in scored}
+    grid = [point for point in itertools.product(learning_rates, weight_decays) if point not in done]
+    if grid:
+        scored += _grid_scores(name, task, steps, grid, seeds, examples)
+    scored.sort(key=lambda s: (s["learning_rate"], s["weight_decay"]))  # ties go to the smaller learning rate
+    finite = [s for s in scored if np.isfinite(s["val_loss"]) and np.isfinite(s["val_accuracy"])]
+    if not finite:
+        raise ValueError(f"every configuration of {name!r} diverged on {task.name} over {steps} steps.")
+    rank = (lambda s: (s["val_loss"],)) if select_by == "loss" else (lambda s: (-s["val_accuracy"], s["val_loss"]))
+    best = min(finite, key=rank)
+    searched = {s["learning_rate"] for s in scored}
+    return TuningResult(
+        name=name,
+        learning_rate=best["learning_rate"],
+        weight_decay=best["weight_decay"],
+        scores=scored,
+        on_edge=len(searched) > 1 and best["learning_rate"] in (min(searched), max(searched)),
+        steps=steps,
+        seeds=seeds,
+        validation_examples=examples,
+        select_by=select_by,
+    )
+
+
+def _grid_scores(name: str, task, steps: int, grid: list, seeds: int, examples: int) -> list[dict]:
+    """Mean validation loss and accuracy at the horizon of every ``(learning rate, weight decay)`` of ``grid``, in
+    one compiled program vmapped over the grid and the seeds."""
     hyper = jnp.asarray(grid, jnp.float32)
     factory = BASELINES[name]
     run = training_run(lambda h: factory(h[0], h[1], steps), task, steps, steps, "validation", examples)
@@ -311,27 +352,10 @@ def tune_baseline(
     _, eval_loss, eval_acc = jax.jit(per_config)(hyper)
     loss = np.asarray(eval_loss[:, :, -1]).mean(1)
     acc = np.asarray(eval_acc[:, :, -1]).mean(1)
-    finite = np.isfinite(loss) & np.isfinite(acc)
-    if not finite.any():
-        raise ValueError(f"every configuration of {name!r} diverged on {task.name} over {steps} steps.")
-    rank = (lambda i: (loss[i],)) if select_by == "loss" else (lambda i: (-acc[i], loss[i]))
-    best = min(np.flatnonzero(finite), key=rank)
-    scores = [
+    return [
         {"learning_rate": lr, "weight_decay": wd, "val_loss": float(l), "val_accuracy": float(a)}
         for (lr, wd), l, a in zip(grid, loss, acc)
     ]
-    best_lr = grid[best][0]
-    return TuningResult(
-        name=name,
-        learning_rate=best_lr,
-        weight_decay=grid[best][1],
-        scores=scores,
-        on_edge=len(set(learning_rates)) > 1 and best_lr in (min(learning_rates), max(learning_rates)),
-        steps=steps,
-        seeds=seeds,
-        validation_examples=examples,
-        select_by=select_by,
-    )
 
 
 def save_results(results: list[EvalResult], path: str | os.PathLike) -> str:

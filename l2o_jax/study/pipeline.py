@@ -155,10 +155,13 @@ def tune_baselines(study: StudyConfig, held_out: HeldOutTask, workdir: str, log=
                     seeds=study.tuning_seeds, weight_decays=study.weight_decays, select_by=study.tuning_select_by
                 )
                 result = evaluation.tune_baseline(name, task, horizon, learning_rates=grid, **kwargs)
+                # A widened grid trains only its new points: the result extends the search before it.
                 if result.on_edge and len(grid) < len(study.learning_rates):
                     log(f"{name}'s pick {result.learning_rate:g} is on the zoomed grid's edge: widening to all")
                     grid = study.learning_rates
-                    result = evaluation.tune_baseline(name, task, horizon, learning_rates=grid, **kwargs)
+                    result = evaluation.tune_baseline(
+                        name, task, horizon, learning_rates=grid, previous=result, **kwargs
+                    )
                 for _ in range(study.widen_edges):
                     if not result.on_edge:
                         break
@@ -167,7 +170,9 @@ def tune_baselines(study: StudyConfig, held_out: HeldOutTask, workdir: str, log=
                         f"{name}'s pick {result.learning_rate:g} is on the grid's edge: widening it to "
                         f"{grid[0]:g}-{grid[-1]:g}"
                     )
-                    result = evaluation.tune_baseline(name, task, horizon, learning_rates=grid, **kwargs)
+                    result = evaluation.tune_baseline(
+                        name, task, horizon, learning_rates=grid, previous=result, **kwargs
+                    )
                 return {**dataclasses.asdict(result), "selection": result.selection}
 
             path = os.path.join(workdir, "tuning", slug(held_out.label), f"{name}-{horizon}.json")
