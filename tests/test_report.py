@@ -74,3 +74,26 @@ def test_provenance_records_command_code_machine_and_wall_time(report):
     assert p["command"].startswith("python ") and p["seconds"] >= 2.0 and p["stage_seconds"] is None
     assert set(p["machine"]) == {"platform", "cpu_count", "python", "jax", "devices"} and p["machine"]["devices"]
     assert p["commit"] is None or re.fullmatch(r"[0-9a-f]{40}", p["commit"])
+
+
+def test_the_horizon_page_checks_its_targets_against_the_data(report):
+    with open(os.path.join(report.RESULTS, "horizon_smoke.json")) as f:
+        data = json.load(f)
+    render = report.RENDERERS["horizon"]
+    kept = lambda page: int(re.search(r"Against adam: at least as accurate at every reported step on (\d+)", page)[1])
+    fast = lambda page: int(re.search(r"Against adam: .*; 2x faster on (\d+)", page)[1])
+    before = render(data)
+    task = data["tasks"]["digits CNN-16"]
+    for c in task["comparisons"]:
+        if (c["learned"], c["baseline"]) == ("NG-GNN", "adam"):
+            c["eval_accuracy"]["verdict"] = "loses to"  # as if NG-GNN lost to Adam on this task
+    for s in task["speedups"]:
+        if (s["learned"], s["baseline"]) == ("NG-GNN", "adam"):
+            s["step"], s["ratio"] = None, None  # and never reached its loss
+    after = render(data)
+    was_kept = "digits CNN-16" not in re.search(r"Against adam: [^;]*", before)[0]
+    assert kept(after) == kept(before) - was_kept
+    assert "loses on digits CNN-16" in after and fast(after) <= fast(before)
+    assert "| digits CNN-16 | adam | **loses**" in after
+    del data["targets"]
+    assert "## Targets" not in render(data) and "## Targets (issue 15)" in before
