@@ -291,7 +291,8 @@ def reparametrised_entry(config: dict, zoo: amortized.Zoo, workdir: str, progres
     moved = jax.vmap(lambda p, k: graphs.random_hidden_scaling(p, zoo.spec, k, group))(test.params, keys)
     initial = amortized.evaluate_stack(task, test.params, 'test')['accuracy']
     initial_moved = amortized.evaluate_stack(task, moved, 'test')['accuracy']
-    if not np.allclose(initial, initial_moved, atol=1e-6):
+    # Float rounding may flip a near-tied prediction; a transform that changed the functions moves far more.
+    if not np.allclose(initial, initial_moved, atol=1e-2):
         raise RuntimeError(f'the {group} transform changed the test members\' accuracy on {zoo.config}')
     entry = {'group': group, 'log_range': 1.0 if group == 'scale' else None}
     per_variant = {}
