@@ -56,8 +56,10 @@ def test_tuning_prefers_the_learning_rate_that_trains_and_records_its_rule(task,
     )
     assert trained == [[(10.0, 0.0)]] and wider.learning_rate == 1e-2 and not wider.on_edge
     assert wider.scores[:2] == edge.scores and [s["learning_rate"] for s in wider.scores] == [1e-6, 1e-2, 10.0]
-    with pytest.raises(ValueError, match="previous= is a search of 'adam' over 60 steps"):
-        evaluation.tune_baseline("adam", task, steps=30, seeds=1, previous=edge)
+    with pytest.raises(ValueError, match=r"another search than this one: steps 60 \(previous\) vs 30\.$"):
+        evaluation.tune_baseline("adam", task, steps=30, seeds=1, weight_decays=(0.0,), previous=edge)
+    with pytest.raises(ValueError, match=r"weight decays \[0.0\] \(previous\) vs \[0.0, 0.001\]"):
+        evaluation.tune_baseline("adam", task, steps=60, seeds=1, weight_decays=(0.0, 1e-3), previous=edge)
     with pytest.raises(ValueError, match="unknown baseline"):
         evaluation.tune_baseline("lamb", task, steps=20)
     with pytest.raises(ValueError, match="too few validation examples"):

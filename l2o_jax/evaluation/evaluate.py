@@ -299,16 +299,6 @@ def tune_baseline(
         raise ValueError(f"unknown baseline {name!r}; available: {sorted(BASELINES)}.")
     if select_by not in ("loss", "accuracy"):
         raise ValueError(f"select_by must be 'loss' or 'accuracy', got {select_by!r}.")
-    if previous is not None and (previous.name, previous.steps, previous.seeds, previous.select_by) != (
-        name,
-        steps,
-        seeds,
-        select_by,
-    ):
-        raise ValueError(
-            f"tune_baseline: previous= is a search of {previous.name!r} over {previous.steps} steps, "
-            f"{previous.seeds} seeds, by {previous.select_by}; this one is {name!r}, {steps}, {seeds}, {select_by}."
-        )
     available = task.data.split("validation")[0].shape[0]
     examples = min(max_eval_examples, available)
     if examples < min(MIN_VALIDATION_EXAMPLES, available):
@@ -316,6 +306,8 @@ def tune_baseline(
             f"max_eval_examples={max_eval_examples} scores too few validation examples: tuning scores at least "
             f"{MIN_VALIDATION_EXAMPLES} (or the whole split, {available})."
         )
+    if previous is not None:
+        _check_extends(previous, name, steps, seeds, select_by, weight_decays, examples)
     scored = [] if previous is None else list(previous.scores)
     done = {(s["learning_rate"], s["weight_decay"]) for s in scored}
     grid = [point for point in itertools.product(learning_rates, weight_decays) if point not in done]
@@ -339,6 +331,24 @@ def tune_baseline(
         validation_examples=examples,
         select_by=select_by,
     )
+
+
+def _check_extends(previous: TuningResult, name, steps, seeds, select_by, weight_decays, examples) -> None:
+    """Raises unless ``previous`` searched the same baseline, horizon, seeds, rule, weight decays and validation
+    examples as the search it is to extend (only its learning rates may differ)."""
+    searched = (
+        previous.name,
+        previous.steps,
+        previous.seeds,
+        previous.select_by,
+        sorted({s["weight_decay"] for s in previous.scores}),
+        previous.validation_examples,
+    )
+    wanted = (name, steps, seeds, select_by, sorted(set(weight_decays)), examples)
+    if searched != wanted:
+        fields = ("baseline", "steps", "seeds", "select_by", "weight decays", "validation examples")
+        differ = ", ".join(f"{f} {a!r} (previous) vs {b!r}" for f, a, b in zip(fields, searched, wanted) if a != b)
+        raise ValueError(f"tune_baseline: previous= is another search than this one: {differ}.")
 
 
 def _grid_scores(name: str, task, steps: int, grid: list, seeds: int, examples: int) -> list[dict]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import weakref
 from typing import Sequence
 
@@ -124,32 +125,37 @@ def _cell_leaves(spec: GraphSpec) -> list[int]:
     return [i for layer in spec.layers for i in layer.kernel_leaves + tuple(leaf for leaf, _ in layer.input_tables)]
 
 
-_CELL_SOURCES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+def _per_spec(compute):
+    """Decorates ``compute(spec)`` to run once per ``GraphSpec`` (kept while the spec lives): a training step reads
+    and writes the cells with these index arrays."""
+    cache: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+    @functools.wraps(compute)
+    def cached(spec: GraphSpec):
+        if spec not in cache:
+            cache[spec] = compute(spec)
+        return cache[spec]
+
+    return cached
 
 
+@_per_spec
 def _cell_sources(spec: GraphSpec) -> np.ndarray:
     """``int[n_cells]``: for each real cell (``spec.edge_kernel_mask``, edge-major), 1 + its parameter's index in the
     concatenation of the ``_cell_leaves``, or 0 for a window cell with no parameter (an embedding row's edge in a
-    conv layer has only the centre one). Read from ``tree_to_graph_arrays`` itself, so the two layouts agree; kept
-    per spec, as a step reads and writes the cells with it."""
-    if spec not in _CELL_SOURCES:
-        _CELL_SOURCES[spec] = _trace_cell_sources(spec)
-    return _CELL_SOURCES[spec]
+    conv layer has only the centre one). Read from ``tree_to_graph_arrays`` itself, so the two layouts agree."""
+    return _trace_cell_sources(spec)
 
 
-_CELL_ROWS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
-
-
+@_per_spec
 def _cell_rows(spec: GraphSpec) -> np.ndarray:
     """``int[n_kernel_parameters]``: the cell row that holds each parameter of the ``_cell_leaves``' concatenation
-    (``_cell_sources`` inverted); kept per spec."""
-    if spec not in _CELL_ROWS:
-        sources = _cell_sources(spec)
-        held = np.flatnonzero(sources)  # the rows that hold a parameter, each exactly one
-        rows = np.empty(len(held), np.int64)
-        rows[sources[held] - 1] = held
-        _CELL_ROWS[spec] = rows
-    return _CELL_ROWS[spec]
+    (``_cell_sources`` inverted)."""
+    sources = _cell_sources(spec)
+    held = np.flatnonzero(sources)  # the rows that hold a parameter, each exactly one
+    rows = np.empty(len(held), np.int64)
+    rows[sources[held] - 1] = held
+    return rows
 
 
 def _trace_cell_sources(spec: GraphSpec) -> np.ndarray:
