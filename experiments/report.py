@@ -31,10 +31,12 @@ if ROOT not in sys.path:  # `python experiments/x.py` puts experiments/ on the p
 from experiments.pages import RENDERERS  # noqa: E402, F401  (re-exported)
 from experiments.pages import renderer  # noqa: E402, F401  (re-exported)
 from experiments.pages import slug  # noqa: E402, F401  (re-exported)
+from experiments.pages.pretrained import pretrained_doc  # noqa: E402
 from l2o_jax import io  # noqa: E402
 
 RESULTS = os.path.join(ROOT, "docs", "results")
 README = os.path.join(ROOT, "README.md")
+PRETRAINED_DOC = os.path.join(ROOT, "docs", "pretrained.md")  # the shipped entries, from their records
 BEGIN, END = "<!-- results:begin -->", "<!-- results:end -->"
 
 
@@ -191,6 +193,8 @@ def outputs(directory: str = RESULTS, readme: str = README) -> dict[str, str]:
     files = {os.path.join(directory, os.path.splitext(n)[0] + ".md"): render(d) for n, d in results.items()}
     with open(readme) as f:
         files[readme] = with_readme_table(f.read(), readme_table(results))
+    if directory == RESULTS:
+        files[PRETRAINED_DOC] = pretrained_doc()
     return files
 
 

@@ -20,6 +20,7 @@ def test_committed_pages_are_what_the_report_writes_from_the_committed_data(repo
     files = report.outputs()  # in memory: nothing is written
     pages = [p for p in files if p.startswith(report.RESULTS)]
     assert len(pages) == len(report.load_results()) >= 2
+    assert report.PRETRAINED_DOC in files  # the shipped entries' page, from their records
     for path, text in files.items():
         assert os.path.exists(path), f"{path} is missing: run python -m experiments.report"
         assert open(path).read() == text, f"{os.path.relpath(path, ROOT)} is stale: run python -m experiments.report"
