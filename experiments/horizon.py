@@ -136,17 +136,20 @@ def run(
     name: str = "horizon",
     title: str = "Long-horizon learned optimizers ({scale} scale)",
     targets: dict | None = None,
+    note: str | None = None,
 ) -> dict:
     """The whole study; returns the result's data, also written (with its page and figures) to ``out`` as
     ``<name>_<scale>.json`` after every held-out task, so a study cut short still has a page for the tasks it
     finished. ``title`` may name ``{scale}``; ``targets`` (see ``TARGETS``) go into the data, and the page checks
-    them."""
+    them; ``note`` goes into the provenance (e.g. which cached stages were copied from another study)."""
     started = time.perf_counter()
 
     def publish(data):
         if targets:
             data["targets"] = targets
         data["provenance"] = report.provenance(started, stage_seconds=study_stage_seconds(study, workdir))
+        if note:
+            data["provenance"]["note"] = note
         report.save(data, os.path.join(out, f"{name}_{scale}.json"))
 
     return run_study(
@@ -180,6 +183,7 @@ def main(
     parser.add_argument("--scale", choices=sorted(studies), default="smoke")
     parser.add_argument("--learned", nargs="+", help="only these learned optimizers (default: all of the study's)")
     parser.add_argument("--no-progress", action="store_true")
+    parser.add_argument("--note", help="a line for the page's provenance, e.g. which stages were copied from where")
     args = parser.parse_args(argv)
     out = args.out or (report.RESULTS if args.scale == "smoke" else os.path.join(args.workdir, "results"))
     study = studies[args.scale]()
@@ -191,7 +195,15 @@ def main(
     titled = {} if title is None else {"title": title}
     io.use_compilation_cache(os.path.join(args.workdir, "jax_cache"))
     return run(
-        study, args.workdir, out, args.scale, progress=not args.no_progress, name=name, targets=targets, **titled
+        study,
+        args.workdir,
+        out,
+        args.scale,
+        progress=not args.no_progress,
+        name=name,
+        targets=targets,
+        note=args.note,
+        **titled,
     )
 
 
