@@ -103,7 +103,8 @@ def test_any_model_tiny_judges_a_wider_resnet_and_a_transformer_on_a_page_the_re
     monkeypatch.syspath_prepend(os.path.dirname(EXPERIMENTS))
     any_model, report = importlib.import_module("experiments.any_model"), importlib.import_module("experiments.report")
     out = tmp_path / "out"
-    data = any_model.main(["--scale", "tiny", "--workdir", str(tmp_path), "--out", str(out), "--no-progress"])
+    args = ["--scale", "tiny", "--workdir", str(tmp_path), "--out", str(out), "--no-progress", "--note", "a note"]
+    data = any_model.main(args)
     assert data["protocol"]["meta_training"]["task_family"]["models"] == ["mlp", "cnn", "resnet"]
     assert [t["task"]["model"] for t in data["tasks"].values()] == ["resnet", "transformer"] and not data["not_run"]
     for label, task in data["tasks"].items():
@@ -115,7 +116,7 @@ def test_any_model_tiny_judges_a_wider_resnet_and_a_transformer_on_a_page_the_re
     ((name, saved),) = report.load_results(str(out)).items()
     assert name == "any_model_tiny.json" and saved["kind"] == "horizon"
     page = (out / "any_model_tiny.md").read_text()
-    assert report.render(saved) == page and "digits transformer-4" in page and "## Provenance" in page
+    assert report.render(saved) == page and "digits transformer-4" in page and "- Note: a note" in page
     # the study's selected run ships as a pretrained entry, with its record and a long run on the first task
     export = importlib.import_module("experiments.export_pretrained")
     args = ["--study", str(out / name), "--workdir", str(tmp_path), "--long-steps", "20", "NG-GNN=tiny-entry"]

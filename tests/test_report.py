@@ -98,3 +98,14 @@ def test_the_horizon_page_checks_its_targets_against_the_data(report):
     assert "| digits CNN-16 | adam | **loses**" in after
     del data["targets"]
     assert "## Targets" not in render(data) and "## Targets (issue 15)" in before
+
+
+def test_the_quickstart_page_is_of_the_command_line_quickstart(report):
+    """README links the page as what `l2o-jax quickstart` gives: a change to the preset makes it stale here."""
+    from l2o_jax import study
+
+    with open(os.path.join(report.RESULTS, "quickstart_smoke.json")) as f:
+        data = json.load(f)
+    preset = json.loads(json.dumps(study.protocol(study.preset("quickstart"))))
+    assert data["protocol"] == preset, "docs/results/quickstart_smoke is of another study: run experiments.quickstart"
+    assert [len(runs) for runs in data["selection"].values()] == [preset["meta_seeds"]] and not data["not_run"]
