@@ -76,6 +76,7 @@ def test_key_samples_the_gaussian_policy_around_its_mean(tiny_task):
     assert abs(noise.std() / expected_std - 1) < 0.1
     _, _, log_prob = li_malik_step(meta, tx.init(params), grads, params, 2.3, jax.random.key(3))
     assert np.isfinite(float(log_prob))
+    assert "whole step" in SMALL.describe_step() and "initially 0.03" in SMALL.describe_step()  # what pages say
 
 
 def test_costs_to_go():

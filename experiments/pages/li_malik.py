@@ -9,6 +9,7 @@ from experiments.pages import markdown_table
 from experiments.pages import mean_std
 from experiments.pages import renderer
 from experiments.pages import verdict
+from l2o_jax import io
 
 
 def _meta_training(data: dict) -> str:
@@ -81,6 +82,7 @@ def _li_malik(data: dict) -> str:
         f"`{p['train_task']}` with {p['unroll']}-step unrolls by each trainer, {p['meta_seeds']} independent "
         f"meta-runs each, on the same budget of {p['budget']} optimizee steps per meta-run and the same meta-seeds "
         f"(Adam {p['meta_lr']:g}, {p['schedule']}); selection: {p['selection_rule']}.",
+        f"How a step is formed: {io.config_from_dict(p['policy']).describe_step()}",
         f"Evaluation: every meta-run trains fresh optimizees (the same MLP on each dataset's principal components) "
         f"for {long} steps over {len(p['seeds'])} seeds, the same seeds for every optimizer; the test split is "
         f"scored. Baselines ({', '.join(p['baselines'])}) tuned on each dataset's validation split for {short} and "

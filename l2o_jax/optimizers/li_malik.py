@@ -184,6 +184,19 @@ class LiMalikL2O:
         if not (self.init_lr > 0 and self.init_std > 0):
             raise ValueError(f"LiMalikL2O needs positive init_lr and init_std, got {self.init_lr}, {self.init_std}.")
 
+    def describe_step(self) -> str:
+        """How a step is formed, in words, for reports.
+
+        Example:
+          >>> LiMalikL2O(init_lr=0.03).describe_step()
+          'update = lr * mu: the LSTM policy's output mu is the whole step ...'
+        """
+        return (
+            "update = lr * mu: the LSTM policy's output mu is the whole step (no hand-made direction, no bound), "
+            f"scaled by a learned global step size lr (initially {self.init_lr:g}); it is the mean of the Gaussian "
+            "policy N(lr * mu, (lr * sigma)^2), which REINFORCE samples during training."
+        )
+
     def network(self) -> LiMalikPolicy:
         return LiMalikPolicy(self.hidden, self.output_init_scale)
 
