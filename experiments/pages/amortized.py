@@ -255,6 +255,10 @@ def render(data: dict) -> str:
         "members; the best is kept. All accuracies are on the data's test split, averaged over the zoo's test members. "
         "Spreads: ± std of the seeds' means, and the mean std over members. Intervals: 95 % bootstrap over seeds "
         "and test members (paired by member).",
+        "How the single shot forms new parameters: each member is read as a neural graph and mapped in one forward "
+        "pass to θ' = θ + Δ, Δ being the metanetwork's output per neuron (biases) and per edge (weights). ScaleGMN-B's "
+        "Δ transforms like θ when a hidden neuron is sign-flipped (tanh) or rescaled (ReLU), so θ' does too; GMN-B's "
+        "only under permutations. No optimizer step is taken.",
         *(
             f"{model.upper()} zoos instead: " + ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in fields.items()) + "."
             for model, fields in config.get("train_overrides", {}).items()
