@@ -112,10 +112,10 @@ def _step_overhead(sizes: dict) -> dict:
 
     rows = []
     for width in sizes["widths"]:
-        times = step_overhead.measure(width, sizes["step_optimizers"], sizes["repeats"], batch=sizes["batch"])
+        seconds, ratios = step_overhead.measure(width, sizes["step_optimizers"], sizes["repeats"], batch=sizes["batch"])
         rows += [
-            {"optimizee": f"CNN-{width}", "optimizer": name, "ms_per_step": 1e3 * t, "vs_adam": t / times["adam"]}
-            for name, t in times.items()
+            {"optimizee": f"CNN-{width}", "optimizer": name, "ms_per_step": 1e3 * t, "vs_adam": ratios[name]}
+            for name, t in seconds.items()
         ]
     return {"batch": sizes["batch"], "rows": rows}
 
