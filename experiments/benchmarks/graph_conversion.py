@@ -53,10 +53,10 @@ def main(argv=None):
         [
             "graph_spec (numpy, once per architecture)",
             f"{1000 * spec_seconds:.2f}",
-            f"{spec_seconds / model_seconds:.3f}x",
+            f"{spec_seconds / model_seconds:.2g}x",
         ]
     ]
-    rows += [[name, f"{1000 * seconds[name]:.2f}", f"{ratios[name]:.3f}x"] for name in calls]
+    rows += [[name, f"{1000 * seconds[name]:.2f}", f"{ratios[name]:.2g}x"] for name in calls]
     text = [
         f"A CNN of width {args.width} and depth {args.depth} ({spec.num_params:,} parameters; its neural graph has "
         f"{spec.n_node:,} nodes and {spec.n_edge:,} edges, window {spec.window}) turned into neural-graph arrays and "
