@@ -66,11 +66,11 @@ def provenance(
             return None
 
     argv = getattr(sys, "orig_argv", sys.argv)
-    status = git("status", "--porcelain", "--untracked-files=no")
+    changed = git("diff", "--name-only", "HEAD")  # tracked files that differ from the commit
     return {
         "command": command or shlex.join(["python", *argv[1:]]),
         "commit": git("rev-parse", "HEAD"),
-        "uncommitted_changes": None if status is None else bool(status),
+        "uncommitted_changes": None if changed is None else changed.splitlines(),  # older results hold a bool
         "machine": {
             "platform": platform.platform(),
             "cpu_count": os.cpu_count(),
@@ -125,7 +125,9 @@ def provenance_section(p: dict) -> str:
         )
     commit = p.get("commit")
     if commit:
-        commit = f"`{commit[:12]}`" + (" with uncommitted changes" if p.get("uncommitted_changes") else "")
+        changed = p.get("uncommitted_changes")
+        where = f" to {', '.join(changed)}" if isinstance(changed, list) else ""
+        commit = f"`{commit[:12]}`" + (f" with uncommitted changes{where}" if changed else "")
     seconds = p.get("seconds")
     lines = [
         "## Provenance",

@@ -75,6 +75,13 @@ def test_provenance_records_command_code_machine_and_wall_time(report):
     assert p["command"].startswith("python ") and p["seconds"] >= 2.0 and p["stage_seconds"] is None
     assert set(p["machine"]) == {"platform", "cpu_count", "python", "jax", "devices"} and p["machine"]["devices"]
     assert p["commit"] is None or re.fullmatch(r"[0-9a-f]{40}", p["commit"])
+    assert p["uncommitted_changes"] is None or isinstance(p["uncommitted_changes"], list)
+    dirty = {**p, "commit": "a" * 40, "uncommitted_changes": ["README.md", "l2o_jax/io.py"]}
+    section = report.provenance_section(dirty)
+    assert "- Code: `aaaaaaaaaaaa` with uncommitted changes to README.md, l2o_jax/io.py" in section
+    clean = report.provenance_section({**dirty, "uncommitted_changes": []})
+    assert "- Code: `aaaaaaaaaaaa`\n" in clean and "uncommitted" not in clean
+    assert "with uncommitted changes\n" in report.provenance_section({**dirty, "uncommitted_changes": True})  # older
 
 
 def test_the_horizon_page_checks_its_targets_against_the_data(report):
