@@ -21,7 +21,6 @@ if ROOT not in sys.path:  # run as `python experiments/benchmarks/x.py`: the rep
     sys.path.insert(0, ROOT)
 
 from experiments import report  # noqa: E402
-from experiments.pages import markdown_table  # noqa: E402, F401  (re-exported for the benchmarks)
 
 
 def time_compiled(fn, *args, repeats: int = 10) -> tuple[float, float]:
