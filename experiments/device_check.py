@@ -248,7 +248,7 @@ def run_isolated(name: str, args: argparse.Namespace, limit_s: float) -> dict:
 
 def check(args: argparse.Namespace) -> dict:
     """Every piece of ``args.pieces`` under its limit; the JSON data of the ``gpu`` result."""
-    import report
+    from experiments import report
 
     started = time.perf_counter()
     pieces = {}
