@@ -116,3 +116,16 @@ def test_the_quickstart_page_is_of_the_command_line_quickstart(report):
     preset = json.loads(json.dumps(study.protocol(study.preset("quickstart"))))
     assert data["protocol"] == preset, "docs/results/quickstart_smoke is of another study: run experiments.quickstart"
     assert [len(runs) for runs in data["selection"].values()] == [preset["meta_seeds"]] and not data["not_run"]
+
+
+def test_checkpoint_scores_show_every_scored_checkpoint_with_the_pick_in_bold():
+    from l2o_jax.study.report import checkpoint_scores
+
+    selection = {
+        "NG-GNN": [{"meta_seed": 3, "selected_step": 75, "validation_loss": {"0": 0.5, "75": 0.25, "150": 1.5}}],
+        "NG-GNN, not meta-trained": [{"meta_seed": 0, "selected_step": 0, "validation_loss": {"0": 0.5}}],
+    }
+    table = checkpoint_scores(selection)
+    assert "| step 0 | step 75 | step 150 |" in table and "| NG-GNN | 3 | 0.5000 | **0.2500** | 1.5000 |" in table
+    assert "not meta-trained" not in table  # only its initialisation: nothing to choose from
+    assert checkpoint_scores({"x": selection["NG-GNN, not meta-trained"]}) == ""

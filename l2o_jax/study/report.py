@@ -92,6 +92,8 @@ def markdown(data: dict) -> str:
     ]
     if data.get("selection"):
         parts.append(selected_checkpoints(data["selection"]))
+        if scores := checkpoint_scores(data["selection"]):
+            parts.append(scores)
     for label, task in data["tasks"].items():
         parts += [
             f"## {label} ({task['changes']}; {task['steps']} steps)",
@@ -127,6 +129,35 @@ def selected_checkpoints(selection: dict) -> str:
     """
     runs = "; ".join(f"{label}: {', '.join(str(r['selected_step']) for r in rs)}" for label, rs in selection.items())
     return f"Selected checkpoints (outer step; 0 is the initialisation, before any meta-training): {runs}."
+
+
+def checkpoint_scores(selection: dict) -> str:
+    """Markdown: every scored checkpoint's validation loss (the selection rule's score), one row per meta-run of
+    each learned optimizer that has more than its initialisation, the selected one in bold; ``''`` if none has.
+
+    Example:
+      >>> checkpoint_scores({'NG-GNN': [{'meta_seed': 0, 'selected_step': 0, 'validation_loss': {'0': 0.2, '5': 0.3}}]})
+      '... | NG-GNN | 0 | **0.2000** | 0.3000 |'
+    """
+    runs = [(label, r) for label, rs in selection.items() for r in rs if len(r.get("validation_loss", {})) > 1]
+    if not runs:
+        return ""
+    steps = sorted({int(step) for _, r in runs for step in r["validation_loss"]})
+
+    def cell(run, step):
+        loss = run["validation_loss"].get(str(step))
+        text = "" if loss is None else f"{loss:.4f}"
+        return f"**{text}**" if step == run["selected_step"] else text
+
+    lines = [
+        "Validation loss of every checkpoint under the selection rule (selected in bold; outer step 0 is the "
+        "initialisation):",
+        "",
+        "| learned | meta-seed | " + " | ".join(f"step {step}" for step in steps) + " |",
+        "|---|---|" + "---|" * len(steps),
+    ]
+    lines += [f"| {label} | {r['meta_seed']} | " + " | ".join(cell(r, s) for s in steps) + " |" for label, r in runs]
+    return "\n".join(lines)
 
 
 def comparison_table(task: dict) -> str:
